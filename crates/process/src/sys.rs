@@ -1,0 +1,323 @@
+//! Every system call of this crate that needs `unsafe`, each behind a safe (or documented
+//! `unsafe`) function.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use multiproc_wire::sys::{cvt, cvt_retry};
+
+/// The calling process's id.
+pub(crate) fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() }
+}
+
+/// The parent process's id.
+pub(crate) fn getppid() -> i32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() }
+}
+
+/// What `fork` returned.
+pub(crate) enum Forked {
+    /// In the child.
+    Child,
+    /// In the parent, with the child's pid.
+    Parent(i32),
+}
+
+/// Forks the process.
+///
+/// # Safety
+/// In the child only the calling thread exists: if other threads held locks (the allocator's,
+/// stdout's, any `Mutex`), the child must not need them. Callers either check that the process
+/// is single-threaded or have the user's explicit opt-in, and the child must end with
+/// [`exit_now`].
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller upholds the contract above.
+    match cvt(unsafe { libc::fork() })? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// Ends the process at once, without running `atexit` handlers or destructors.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// A pidfd for `pid` (`pidfd_open`), close-on-exec.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the syscall returned a new descriptor that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to the process behind `pidfd`; a process that has already exited is not an
+/// error.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: the syscall reads only its integer arguments; a null siginfo is allowed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match cvt(ret) {
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Reaps the child behind `pidfd` if it has exited (`waitid(P_PIDFD)`), returning its exit code
+/// in Python's convention: the status for a normal exit, `-signal` for a signal.
+pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<i32>> {
+    // SAFETY: siginfo_t is plain old data.
+    let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    // SAFETY: `info` is writable; P_PIDFD takes the descriptor as the id.
+    cvt_retry(|| unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            flags,
+        )
+    })?;
+    // SAFETY: waitid filled `info` (si_pid stays 0 when WNOHANG found nothing).
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => status,
+        _ => -status,
+    }))
+}
+
+/// A pipe, close-on-exec: (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded; both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Asks the kernel to send `signal` to this process when its parent (thread) exits.
+pub(crate) fn set_parent_death_signal(signal: i32) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// Sets what Rust's runtime sets before `main` for a process that starts outside it: `SIGPIPE`
+/// ignored (errors become `EPIPE`) and an empty signal mask.
+pub(crate) fn init_signals() {
+    // SAFETY: setting SIGPIPE to SIG_IGN installs no handler code; sigset operations act on a
+    // local set.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Moves `fd` to descriptor number `target` in this process and closes every descriptor above
+/// `target`. Used only in a freshly forked child that owns nothing else.
+pub(crate) fn keep_only(fd: OwnedFd, target: RawFd) -> io::Result<OwnedFd> {
+    let raw = fd.as_raw_fd();
+    if raw != target {
+        // SAFETY: dup2 onto `target` replaces whatever was there; in this child nothing else
+        // uses that number (it is closed below or was never ours).
+        cvt(unsafe { libc::dup2(raw, target) })?;
+        drop(fd);
+    } else {
+        mem::forget(fd);
+    }
+    // SAFETY: close_range closes descriptors above `target`, none of which is borrowed by live
+    // Rust objects in this child (it runs no code of its parent after this).
+    unsafe { libc::syscall(libc::SYS_close_range, (target + 1) as u32, u32::MAX, 0) };
+    set_cloexec(target)?;
+    // SAFETY: `target` now holds the socket; this is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(target) })
+}
+
+/// Sets `FD_CLOEXEC` on a raw descriptor number.
+pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl F_SETFD only changes descriptor flags.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(())
+}
+
+/// Takes ownership of descriptor number `fd`, inherited across `exec`.
+///
+/// # Safety
+/// `fd` must be open and owned by nothing else in this process.
+pub(crate) unsafe fn adopt_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: guaranteed by the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The credentials (pid, uid) of the peer of a Unix socket (`SO_PEERCRED`).
+pub(crate) fn peer_cred(sock: BorrowedFd<'_>) -> io::Result<(i32, u32)> {
+    // SAFETY: ucred is plain old data.
+    let mut cred: libc::ucred = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is writable for `len` bytes.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((cred.pid, cred.uid))
+}
+
+/// The real user id.
+pub(crate) fn getuid() -> u32 {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() }
+}
+
+/// Registers `f` to run at normal process exit (`atexit`).
+pub(crate) fn atexit(f: extern "C" fn()) -> io::Result<()> {
+    // SAFETY: `f` is a plain function valid for the life of the program.
+    if unsafe { libc::atexit(f) } != 0 {
+        return Err(io::Error::other("atexit failed"));
+    }
+    Ok(())
+}
+
+/// The value of environment variable `name`, read without allocating or locking: used before
+/// `main`, when the process is still single-threaded.
+pub(crate) fn getenv_early(name: &CStr) -> Option<&'static CStr> {
+    // SAFETY: getenv reads the environment; before main no other thread can modify it, and the
+    // string lives until the variable is changed, which only `unset_env_early` does after the
+    // caller has copied what it needs.
+    let ptr = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: a non-null getenv result is a NUL-terminated string.
+    (!ptr.is_null()).then(|| unsafe { CStr::from_ptr(ptr) })
+}
+
+/// Removes environment variable `name`; used before `main`, single-threaded.
+pub(crate) fn unset_env_early(name: &CStr) {
+    // SAFETY: the process is single-threaded (before main, in a fresh child), so no other
+    // thread reads the environment concurrently.
+    unsafe { libc::unsetenv(name.as_ptr()) };
+}
+
+/// The number of online processors.
+pub(crate) fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 { 1 } else { n as usize }
+}
+
+/// Starts a fresh copy of this executable (`/proc/self/exe`) with `posix_spawn`, with `sock`
+/// as descriptor `target` in the child and `env` as its whole environment. Returns the pid.
+pub(crate) fn spawn_self(
+    argv0: &CStr,
+    sock: BorrowedFd<'_>,
+    target: RawFd,
+    env: &[CString],
+) -> io::Result<i32> {
+    let path = c"/proc/self/exe";
+    let argv = [argv0.as_ptr(), std::ptr::null()];
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|v| v.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: the attribute and file-action objects are initialised before use and destroyed
+    // after; every pointer passed (path, argv, envp, the objects) outlives the posix_spawn call;
+    // argv and envp are NULL-terminated.
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = mem::zeroed();
+        let mut attr: libc::posix_spawnattr_t = mem::zeroed();
+        check_spawn(libc::posix_spawn_file_actions_init(&mut actions))?;
+        check_spawn(libc::posix_spawnattr_init(&mut attr))?;
+        let mut empty: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        let result = (|| {
+            check_spawn(libc::posix_spawn_file_actions_adddup2(
+                &mut actions,
+                sock.as_raw_fd(),
+                target,
+            ))?;
+            check_spawn(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
+            check_spawn(libc::posix_spawnattr_setflags(
+                &mut attr,
+                libc::POSIX_SPAWN_SETSIGMASK as _,
+            ))?;
+            check_spawn(libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                &actions,
+                &attr,
+                argv.as_ptr() as *const *mut libc::c_char,
+                envp.as_ptr() as *const *mut libc::c_char,
+            ))
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        result?;
+    }
+    Ok(pid)
+}
+
+fn check_spawn(ret: libc::c_int) -> io::Result<()> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(ret))
+    }
+}
+
+/// Conjures the value of a zero-sized type.
+///
+/// # Safety
+/// `T` must be zero-sized and inhabited, with no invariant tied to how a value is made: a
+/// function item or a closure that captures nothing (or only such values).
+pub(crate) unsafe fn conjure_zst<T>() -> T {
+    assert_eq!(mem::size_of::<T>(), 0);
+    // SAFETY: a zero-sized value has no bytes to initialise; the caller guarantees that making
+    // one out of nothing breaks no invariant of `T`.
+    unsafe { mem::MaybeUninit::<T>::uninit().assume_init() }
+}
+
+/// The address `offset` bytes from `base`, as an entry point of type `E` (a `fn` pointer).
+///
+/// # Safety
+/// `base + offset` must be the address of a function of exactly type `E` in this executable
+/// image: the offset must come from the same image (checked by the caller by comparing the
+/// executable's identity) and from a function of type `E`.
+pub(crate) unsafe fn fn_at<E: Copy>(base: usize, offset: isize) -> E {
+    assert_eq!(mem::size_of::<E>(), mem::size_of::<usize>());
+    let addr = base.wrapping_add(offset as usize);
+    // SAFETY: the caller guarantees `addr` is a function of type `E`; fn pointers and usize
+    // have the same size (checked above).
+    unsafe { mem::transmute_copy::<usize, E>(&addr) }
+}
+
+/// Registers [`crate::boot::on_load`] to run before `main` in every executable that links this
+/// crate, so that spawned children and the forkserver dispatch without an `init()` call.
+#[used]
+// SAFETY: `.init_array` entries are called by the dynamic loader (or libc for static binaries)
+// with (argc, argv, envp) before `main`; the function has that signature and returns normally
+// unless it takes over the process as a child or forkserver.
+#[unsafe(link_section = ".init_array")]
+pub(crate) static ON_LOAD: extern "C" fn(
+    libc::c_int,
+    *const *const libc::c_char,
+    *const *const libc::c_char,
+) = crate::boot::on_load;

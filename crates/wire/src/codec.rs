@@ -1,0 +1,128 @@
+//! The one place that knows the encoding: bincode 2 through serde, plus the side lists of file
+//! descriptors that [`Fd`](crate::Fd) fills while a value is encoded or decoded.
+
+use std::cell::RefCell;
+use std::os::fd::{OwnedFd, RawFd};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+
+const CONFIG: bincode::config::Configuration = bincode::config::standard();
+
+thread_local! {
+    /// Descriptors met while encoding on this thread; `None` outside [`encode_into`].
+    static OUT_FDS: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    /// Descriptors received with the message being decoded on this thread.
+    static IN_FDS: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+/// An encoded value: its bytes and the descriptors it refers to.
+///
+/// The descriptors are borrowed from the value that was encoded: they stay valid while that
+/// value lives, and must be sent (for example with [`sys::send_with_fds`](crate::sys::send_with_fds))
+/// before it is dropped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The encoded bytes.
+    pub bytes: Vec<u8>,
+    /// Descriptors referred to by index from `bytes`, in index order.
+    pub fds: Vec<RawFd>,
+}
+
+/// Encodes `value`.
+///
+/// # Errors
+/// [`Error::Encode`] if the value's `Serialize` implementation fails.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded, Error> {
+    let mut out = Encoded::default();
+    encode_into(value, &mut out.bytes, &mut out.fds)?;
+    Ok(out)
+}
+
+/// Encodes `value`, appending its bytes to `bytes` and its descriptors to `fds`.
+///
+/// On error, `bytes` and `fds` are restored to what they held before the call.
+///
+/// # Errors
+/// [`Error::Encode`] if the value's `Serialize` implementation fails.
+pub fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    bytes: &mut Vec<u8>,
+    fds: &mut Vec<RawFd>,
+) -> Result<(), Error> {
+    let (len, nfds) = (bytes.len(), fds.len());
+    let previous = OUT_FDS.with(|cell| cell.replace(Some(std::mem::take(fds))));
+    let result = bincode::serde::encode_into_std_write(value, bytes, CONFIG);
+    *fds = OUT_FDS
+        .with(|cell| cell.replace(previous))
+        .unwrap_or_default();
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            bytes.truncate(len);
+            fds.truncate(nfds);
+            Err(Error::Encode(err.to_string()))
+        }
+    }
+}
+
+/// Decodes a `T` from `bytes`, taking the descriptors it refers to from `fds`.
+///
+/// Descriptors that the value does not refer to are closed.
+///
+/// # Errors
+/// [`Error::Decode`] if the bytes are not exactly one valid `T`, or refer to a descriptor that
+/// was not received.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T, Error> {
+    // Descriptors the value did not take are dropped (closed) inside decode_prefix.
+    match decode_prefix(bytes, fds)? {
+        (value, used) if used == bytes.len() => Ok(value),
+        (_, used) => Err(Error::Decode(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - used
+        ))),
+    }
+}
+
+/// Decodes a `T` from the start of `bytes`; returns it with the number of bytes it used, so
+/// that a header and a body can share one frame.
+///
+/// # Errors
+/// As [`decode`], except that trailing bytes are allowed.
+pub fn decode_prefix<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(T, usize), Error> {
+    let received = fds.into_iter().map(Some).collect();
+    let previous = IN_FDS.with(|cell| cell.replace(Some(received)));
+    let result = bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG);
+    drop(IN_FDS.with(|cell| cell.replace(previous)));
+    result.map_err(|err| Error::Decode(err.to_string()))
+}
+
+/// Records `fd` in the current encoding's side list and returns its index, or `None` outside
+/// an encoding.
+pub(crate) fn push_out_fd(fd: RawFd) -> Option<u32> {
+    OUT_FDS.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let list = slot.as_mut()?;
+        list.push(fd);
+        Some((list.len() - 1) as u32)
+    })
+}
+
+/// Takes descriptor `index` of the message being decoded.
+pub(crate) fn take_in_fd(index: u32) -> Result<OwnedFd, &'static str> {
+    IN_FDS.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let list = slot
+            .as_mut()
+            .ok_or("file descriptors can only be decoded by multiproc_wire::decode")?;
+        list.get_mut(index as usize)
+            .ok_or("message refers to a file descriptor that was not received")?
+            .take()
+            .ok_or("message refers to the same file descriptor twice")
+    })
+}
