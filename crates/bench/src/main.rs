@@ -8,6 +8,8 @@
 //!   value is a median over repetitions and unit is `us` (microseconds per operation, lower
 //!   is better) or `ops/s`, `MB/s`, `items/s` (higher is better). Progress goes to stderr.
 
+mod process;
+
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -16,7 +18,12 @@ type Workload = fn() -> (&'static str, f64);
 
 /// Every workload, by name; names must match those of `cpython.py`.
 const WORKLOADS: &[(&str, Workload)] = &[
-    // ("process.start_join.fork", start_join_fork),
+    ("process.start_join.fork", process::start_join_fork),
+    ("process.start_join.spawn", process::start_join_spawn),
+    (
+        "process.start_join.forkserver",
+        process::start_join_forkserver,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -49,7 +56,6 @@ fn main() -> ExitCode {
 }
 
 /// Runs `op` once untimed (warm-up), then `reps` timed times; the median in microseconds.
-#[allow(dead_code, reason = "used by the workloads, none yet")]
 fn median_us(reps: usize, mut op: impl FnMut()) -> f64 {
     op();
     let samples = (0..reps)
@@ -63,7 +69,6 @@ fn median_us(reps: usize, mut op: impl FnMut()) -> f64 {
 }
 
 /// The median of `samples` (the mean of the middle two for an even count).
-#[allow(dead_code, reason = "used by the workloads, none yet")]
 fn median(mut samples: Vec<f64>) -> f64 {
     assert!(!samples.is_empty(), "median of no samples");
     samples.sort_by(f64::total_cmp);

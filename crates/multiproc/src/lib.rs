@@ -1,1 +1,52 @@
-//! stub
+//! Python's `multiprocessing` for Rust: processes that run Rust functions, with the `fork`,
+//! `spawn` and `forkserver` start methods.
+//!
+//! This crate only re-exports the multiproc crates, each behind a feature of the same name
+//! (all on by default); depend on one of them alone if that is all you need.
+//!
+//! ```
+//! use multiproc::Process;
+//!
+//! fn cube(x: i64) -> i64 {
+//!     x * x * x
+//! }
+//!
+//! let mut children: Vec<Process<i64>> = (1..=3).map(|x| Process::new(cube, x)).collect();
+//! for p in &mut children {
+//!     p.start()?;
+//! }
+//! let cubes: Vec<i64> = children.iter_mut().map(|p| p.result()).collect::<Result<_, _>>()?;
+//! assert_eq!(cubes, [1, 8, 27]);
+//! # Ok::<(), multiproc::process::Error>(())
+//! ```
+//!
+//! | crate | what it holds |
+//! |---|---|
+//! | [`process`] | `Process`, start methods, `current_process`, `active_children`, `cpu_count` |
+//! | [`wire`] | the codec, CPython's frame format, descriptors inside messages (`Fd`) |
+
+#[doc(inline)]
+pub use multiproc_wire as wire;
+
+#[cfg(feature = "process")]
+#[doc(inline)]
+pub use multiproc_process as process;
+
+#[cfg(feature = "process")]
+#[doc(no_inline)]
+pub use multiproc_process::{
+    Process, StartMethod, active_children, cpu_count, current_process, get_context,
+    get_start_method, parent_process, set_start_method,
+};
+
+#[doc(no_inline)]
+pub use multiproc_wire::Fd;
+
+/// The names most programs use, for `use multiproc::prelude::*`.
+pub mod prelude {
+    #[cfg(feature = "process")]
+    #[doc(no_inline)]
+    pub use multiproc_process::{Process, StartMethod, current_process};
+    #[doc(no_inline)]
+    pub use multiproc_wire::Fd;
+}

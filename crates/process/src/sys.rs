@@ -290,9 +290,9 @@ fn check_spawn(ret: libc::c_int) -> io::Result<()> {
 /// function item or a closure that captures nothing (or only such values).
 pub(crate) unsafe fn conjure_zst<T>() -> T {
     assert_eq!(mem::size_of::<T>(), 0);
-    // SAFETY: a zero-sized value has no bytes to initialise; the caller guarantees that making
-    // one out of nothing breaks no invariant of `T`.
-    unsafe { mem::MaybeUninit::<T>::uninit().assume_init() }
+    // SAFETY: reading a zero-sized value through a dangling (non-null, aligned) pointer reads no
+    // bytes; the caller guarantees that making one out of nothing breaks no invariant of `T`.
+    unsafe { std::ptr::NonNull::<T>::dangling().read() }
 }
 
 /// The address `offset` bytes from `base`, as an entry point of type `E` (a `fn` pointer).

@@ -182,6 +182,7 @@ pub fn recv_with_fds(
             if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
                 // SAFETY: CMSG_LEN(0) is a pure computation.
                 let header = unsafe { libc::CMSG_LEN(0) } as usize;
+                #[allow(clippy::unnecessary_cast, reason = "cmsg_len is u32 on some targets")]
                 let count = (len as usize - header) / mem::size_of::<RawFd>();
                 // SAFETY: `hdr` is a valid SCM_RIGHTS message.
                 let data = unsafe { libc::CMSG_DATA(hdr) }.cast::<RawFd>();
