@@ -5,10 +5,7 @@ use multiproc::Process;
 
 fn cube(x: i64) -> i64 {
     let result = x * x * x;
-    println!(
-        "{x} cube is {result} (computed in {})",
-        multiproc::current_process().name()
-    );
+    println!("{x} cube is {result} (computed in {})", multiproc::current_process().name());
     result
 }
 

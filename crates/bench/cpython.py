@@ -79,6 +79,117 @@ def process_start_join_spawn():
     return start_join("spawn", 20)
 
 
+# ---------------------------------------------------------------- pipe
+
+# The same constants as crates/bench/src/pipe.rs.
+ROUNDTRIP_BATCH = 2000
+BULK_SIZE = 1 << 20
+BULK_BATCH = 200
+SMALL_BATCH = 100_000
+BATCHES = 5
+
+ctx_fork = multiprocessing.get_context("fork")
+
+
+def echo_bytes(conn):
+    while True:
+        msg = conn.recv_bytes()
+        if not msg:
+            return
+        conn.send_bytes(msg)
+
+
+def drain_bytes(conn, count):
+    for _ in range(BATCHES):
+        for _ in range(count):
+            conn.recv_bytes()
+        conn.send_bytes(b"k")
+
+
+def drain_objects(conn, count):
+    for _ in range(BATCHES):
+        total = 0
+        for _ in range(count):
+            total += conn.recv()
+        conn.send(total)
+
+
+@workload("pipe.roundtrip_64b")
+def pipe_roundtrip():
+    ours, theirs = ctx_fork.Pipe()
+    p = ctx_fork.Process(target=echo_bytes, args=(theirs,))
+    p.start()
+    msg = b"x" * 64
+    samples = []
+    for _ in range(BATCHES):
+        start = time.perf_counter()
+        for _ in range(ROUNDTRIP_BATCH):
+            ours.send_bytes(msg)
+            ours.recv_bytes()
+        samples.append((time.perf_counter() - start) / ROUNDTRIP_BATCH * 1e6)
+    ours.send_bytes(b"")
+    p.join()
+    return "us", statistics.median(samples)
+
+
+@workload("pipe.throughput_1mib")
+def pipe_throughput():
+    reader, writer = ctx_fork.Pipe()
+    p = ctx_fork.Process(target=drain_bytes, args=(reader, BULK_BATCH))
+    p.start()
+    msg = b"x" * BULK_SIZE
+    samples = []
+    for _ in range(BATCHES):
+        start = time.perf_counter()
+        for _ in range(BULK_BATCH):
+            writer.send_bytes(msg)
+        writer.recv_bytes()
+        samples.append(BULK_SIZE * BULK_BATCH / (time.perf_counter() - start) / 1e6)
+    p.join()
+    return "MB/s", statistics.median(samples)
+
+
+@workload("pipe.small_msgs")
+def pipe_small_msgs():
+    reader, writer = ctx_fork.Pipe()
+    p = ctx_fork.Process(target=drain_objects, args=(reader, SMALL_BATCH))
+    p.start()
+    samples = []
+    for _ in range(BATCHES):
+        start = time.perf_counter()
+        for i in range(SMALL_BATCH):
+            writer.send(i)
+        assert writer.recv() == SMALL_BATCH * (SMALL_BATCH - 1) // 2
+        samples.append(SMALL_BATCH / (time.perf_counter() - start))
+    p.join()
+    return "items/s", statistics.median(samples)
+
+
+def drain_objects_oneway(conn, ack, count):
+    for _ in range(BATCHES):
+        total = 0
+        for _ in range(count):
+            total += conn.recv()
+        ack.send(total)
+
+
+@workload("pipe.small_msgs_oneway")
+def pipe_small_msgs_oneway():
+    reader, writer = ctx_fork.Pipe(duplex=False)
+    ack_r, ack_w = ctx_fork.Pipe(duplex=False)
+    p = ctx_fork.Process(target=drain_objects_oneway, args=(reader, ack_w, SMALL_BATCH))
+    p.start()
+    samples = []
+    for _ in range(BATCHES):
+        start = time.perf_counter()
+        for i in range(SMALL_BATCH):
+            writer.send(i)
+        assert ack_r.recv() == SMALL_BATCH * (SMALL_BATCH - 1) // 2
+        samples.append(SMALL_BATCH / (time.perf_counter() - start))
+    p.join()
+    return "items/s", statistics.median(samples)
+
+
 # ---------------------------------------------------------------- main
 
 

@@ -81,13 +81,7 @@ fn demo(filter: Option<&str>) -> Result<()> {
         }
     }
 
-    run(cargo(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "multiproc-examples",
-        "--examples",
-    ]))?;
+    run(cargo(&root).args(["build", "--release", "-p", "multiproc-examples", "--examples"]))?;
 
     let bin_dir = target_dir(&root).join("release").join("examples");
     let log_dir = target_dir(&root).join("xtask").join("demo");
@@ -112,19 +106,12 @@ fn demo(filter: Option<&str>) -> Result<()> {
     }
 
     println!();
-    print_table(
-        &["scenario", "result", "time"],
-        &[false, false, true],
-        &rows,
-    );
+    print_table(&["scenario", "result", "time"], &[false, false, true], &rows);
     for (name, result, log) in &failed {
         let output = String::from_utf8_lossy(&fs::read(log).unwrap_or_default()).into_owned();
         let lines: Vec<&str> = output.lines().collect();
         let skip = lines.len().saturating_sub(MAX_FAILURE_LINES);
-        println!(
-            "\n---- {name}: {result} (full output in {}) ----",
-            log.display()
-        );
+        println!("\n---- {name}: {result} (full output in {}) ----", log.display());
         if skip > 0 {
             println!("[... {skip} earlier lines omitted ...]");
         }
@@ -136,12 +123,7 @@ fn demo(filter: Option<&str>) -> Result<()> {
         Ok(())
     } else {
         let names: Vec<&str> = failed.iter().map(|(n, ..)| n.as_str()).collect();
-        Err(format!(
-            "{} of {} scenario(s) failed: {}",
-            failed.len(),
-            rows.len(),
-            names.join(", ")
-        ))
+        Err(format!("{} of {} scenario(s) failed: {}", failed.len(), rows.len(), names.join(", ")))
     }
 }
 
@@ -210,11 +192,7 @@ fn declared_examples(manifest: &str) -> Vec<(String, String)> {
 
 /// The value of `key = "value"` on `line`, if it is that line.
 fn string_value(line: &str, key: &str) -> Option<String> {
-    let rest = line
-        .strip_prefix(key)?
-        .trim_start()
-        .strip_prefix('=')?
-        .trim();
+    let rest = line.strip_prefix(key)?.trim_start().strip_prefix('=')?.trim();
     let value = rest.strip_prefix('"')?.split('"').next()?;
     Some(value.to_string())
 }
@@ -232,9 +210,7 @@ fn run_with_timeout(
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     echo(cmd);
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("spawning {}: {e}", show(cmd)))?;
+    let mut child = cmd.spawn().map_err(|e| format!("spawning {}: {e}", show(cmd)))?;
     loop {
         if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
             return Ok((Some(status), start.elapsed()));
@@ -263,11 +239,7 @@ fn describe_failure(status: ExitStatus) -> String {
 
 fn format_duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
-    if ms < 1000.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{:.2} s", ms / 1e3)
-    }
+    if ms < 1000.0 { format!("{ms:.1} ms") } else { format!("{:.2} s", ms / 1e3) }
 }
 
 // ---------------------------------------------------------------- bench
@@ -289,12 +261,7 @@ fn bench(filters: &[String]) -> Result<()> {
     let python_list = lines(&capture(Command::new(&python).arg(&script).arg("--list"))?);
     // Ours first, in their order, then the ones only CPython has (shown with "-" for us).
     let mut workloads = rust_list.clone();
-    workloads.extend(
-        python_list
-            .iter()
-            .filter(|w| !rust_list.contains(w))
-            .cloned(),
-    );
+    workloads.extend(python_list.iter().filter(|w| !rust_list.contains(w)).cloned());
     if !filters.is_empty() {
         workloads.retain(|w| filters.iter().any(|f| w.contains(f.as_str())));
     }
@@ -312,21 +279,13 @@ fn bench(filters: &[String]) -> Result<()> {
         } else {
             Ok(None)
         };
-        let ours = if rust_list.contains(w) {
-            measure(Command::new(&ours).arg(w), w)
-        } else {
-            Ok(None)
-        };
+        let ours = if rust_list.contains(w) { measure(Command::new(&ours).arg(w), w) } else { Ok(None) };
         failures += usize::from(theirs.is_err()) + usize::from(ours.is_err());
         rows.push(bench_row(w, theirs, ours));
     }
 
     println!();
-    println!(
-        "python: {}  ({})",
-        python_version.trim(),
-        Path::new(&python).display()
-    );
+    println!("python: {}  ({})", python_version.trim(), Path::new(&python).display());
     println!("rustc:  {}", rustc_version.trim());
     println!();
     print_table(
@@ -336,9 +295,7 @@ fn bench(filters: &[String]) -> Result<()> {
     );
     println!("\nspeed-up > 1 means multiproc is faster (us: time per op; rates: per second)");
     if failures > 0 {
-        return Err(format!(
-            "{failures} benchmark run(s) failed (see FAIL above)"
-        ));
+        return Err(format!("{failures} benchmark run(s) failed (see FAIL above)"));
     }
     Ok(())
 }
@@ -350,10 +307,7 @@ fn measure(cmd: &mut Command, w: &str) -> Result<Option<(String, f64)>> {
     for line in stdout.lines() {
         match line.split('\t').collect::<Vec<_>>()[..] {
             [name, unit, value] if name == w => {
-                let value = value
-                    .trim()
-                    .parse()
-                    .map_err(|e| format!("{w}: bad value {value:?}: {e}"))?;
+                let value = value.trim().parse().map_err(|e| format!("{w}: bad value {value:?}: {e}"))?;
                 return Ok(Some((unit.to_string(), value)));
             }
             _ => {} // not a result line for `w`: ignored
@@ -377,9 +331,7 @@ fn bench_row(w: &str, theirs: Measure, ours: Measure) -> Vec<String> {
     let speed_up = match (&theirs, &ours) {
         (Ok(Some((tu, _))), Ok(Some((ou, _)))) if tu != ou => format!("units differ: {tu} vs {ou}"),
         (Ok(Some((_, t))), Ok(Some((_, o)))) if unit == "us" => ratio(*t, *o),
-        (Ok(Some((_, t))), Ok(Some((_, o)))) if RATE_UNITS.contains(&unit.as_str()) => {
-            ratio(*o, *t)
-        }
+        (Ok(Some((_, t))), Ok(Some((_, o)))) if RATE_UNITS.contains(&unit.as_str()) => ratio(*o, *t),
         (Ok(Some(_)), Ok(Some(_))) => format!("unknown unit {unit}"),
         _ => "-".to_string(),
     };
@@ -391,11 +343,7 @@ fn ratio(num: f64, den: f64) -> String {
         return "-".to_string();
     }
     let r = num / den;
-    if r < 1.0 {
-        format!("{r:.2}x")
-    } else {
-        format!("{r:.1}x")
-    }
+    if r < 1.0 { format!("{r:.2}x") } else { format!("{r:.1}x") }
 }
 
 fn format_value(v: f64) -> String {
@@ -407,11 +355,7 @@ fn format_value(v: f64) -> String {
 }
 
 fn lines(s: &str) -> Vec<String> {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect()
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
 // ---------------------------------------------------------------- ci
@@ -419,14 +363,7 @@ fn lines(s: &str) -> Vec<String> {
 fn ci() -> Result<()> {
     let root = root();
     run(cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo(&root).args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    run(cargo(&root).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo(&root).args(["test", "--workspace"]))?;
     demo(None)
 }
@@ -438,9 +375,7 @@ fn root() -> PathBuf {
     let dir = env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    dir.parent()
-        .expect("xtask lives in a workspace subdirectory")
-        .to_path_buf()
+    dir.parent().expect("xtask lives in a workspace subdirectory").to_path_buf()
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -460,23 +395,14 @@ fn cargo(root: &Path) -> Command {
 /// Runs `cmd` with inherited stdio; fails unless it exits successfully.
 fn run(cmd: &mut Command) -> Result<()> {
     echo(cmd);
-    let status = cmd
-        .status()
-        .map_err(|e| format!("running {}: {e}", show(cmd)))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{}` failed: {status}", show(cmd)))
-    }
+    let status = cmd.status().map_err(|e| format!("running {}: {e}", show(cmd)))?;
+    if status.success() { Ok(()) } else { Err(format!("`{}` failed: {status}", show(cmd))) }
 }
 
 /// Runs `cmd` and returns its stdout (stderr passes through); fails unless it succeeds.
 fn capture(cmd: &mut Command) -> Result<String> {
     echo(cmd);
-    let out = cmd
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("running {}: {e}", show(cmd)))?;
+    let out = cmd.stderr(Stdio::inherit()).output().map_err(|e| format!("running {}: {e}", show(cmd)))?;
     if !out.status.success() {
         return Err(format!("`{}` failed: {}", show(cmd), out.status));
     }
@@ -490,16 +416,9 @@ fn echo(cmd: &Command) {
 fn show(cmd: &Command) -> String {
     let quote = |s: &std::ffi::OsStr| {
         let s = s.to_string_lossy();
-        if s.is_empty() || s.contains(char::is_whitespace) {
-            format!("'{s}'")
-        } else {
-            s.into_owned()
-        }
+        if s.is_empty() || s.contains(char::is_whitespace) { format!("'{s}'") } else { s.into_owned() }
     };
-    std::iter::once(quote(cmd.get_program()))
-        .chain(cmd.get_args().map(quote))
-        .collect::<Vec<_>>()
-        .join(" ")
+    std::iter::once(quote(cmd.get_program())).chain(cmd.get_args().map(quote)).collect::<Vec<_>>().join(" ")
 }
 
 /// Prints an aligned table; `right[i]` right-aligns column `i`.
@@ -514,13 +433,7 @@ fn print_table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) {
         let parts: Vec<String> = cells
             .zip(&widths)
             .zip(right)
-            .map(|((c, &w), &r)| {
-                if r {
-                    format!("{c:>w$}")
-                } else {
-                    format!("{c:<w$}")
-                }
-            })
+            .map(|((c, &w), &r)| if r { format!("{c:>w$}") } else { format!("{c:<w$}") })
             .collect();
         println!("{}", parts.join(" | ").trim_end());
     };

@@ -8,6 +8,7 @@
 //!   value is a median over repetitions and unit is `us` (microseconds per operation, lower
 //!   is better) or `ops/s`, `MB/s`, `items/s` (higher is better). Progress goes to stderr.
 
+mod pipe;
 mod process;
 
 use std::process::ExitCode;
@@ -20,10 +21,11 @@ type Workload = fn() -> (&'static str, f64);
 const WORKLOADS: &[(&str, Workload)] = &[
     ("process.start_join.fork", process::start_join_fork),
     ("process.start_join.spawn", process::start_join_spawn),
-    (
-        "process.start_join.forkserver",
-        process::start_join_forkserver,
-    ),
+    ("process.start_join.forkserver", process::start_join_forkserver),
+    ("pipe.roundtrip_64b", pipe::roundtrip_64b),
+    ("pipe.throughput_1mib", pipe::throughput_1mib),
+    ("pipe.small_msgs", pipe::small_msgs),
+    ("pipe.small_msgs_oneway", pipe::small_msgs_oneway),
 ];
 
 fn main() -> ExitCode {
@@ -35,9 +37,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(flag) = args.iter().find(|a| a.starts_with('-')) {
-        eprintln!(
-            "multiproc-bench: unknown option {flag}\nusage: multiproc-bench [--list | NAME...]"
-        );
+        eprintln!("multiproc-bench: unknown option {flag}\nusage: multiproc-bench [--list | NAME...]");
         return ExitCode::FAILURE;
     }
     for (name, run) in WORKLOADS {
@@ -46,10 +46,7 @@ fn main() -> ExitCode {
             println!("{name}\t{unit}\t{value:.3}");
         }
     }
-    for unknown in args
-        .iter()
-        .filter(|a| !WORKLOADS.iter().any(|(n, _)| n == a))
-    {
+    for unknown in args.iter().filter(|a| !WORKLOADS.iter().any(|(n, _)| n == a)) {
         eprintln!("multiproc-bench: unknown workload {unknown}, skipped");
     }
     ExitCode::SUCCESS
@@ -73,9 +70,5 @@ fn median(mut samples: Vec<f64>) -> f64 {
     assert!(!samples.is_empty(), "median of no samples");
     samples.sort_by(f64::total_cmp);
     let mid = samples.len() / 2;
-    if samples.len() % 2 == 1 {
-        samples[mid]
-    } else {
-        (samples[mid - 1] + samples[mid]) / 2.0
-    }
+    if samples.len() % 2 == 1 { samples[mid] } else { (samples[mid - 1] + samples[mid]) / 2.0 }
 }

@@ -35,8 +35,8 @@ pub use multiproc_process as process;
 #[cfg(feature = "process")]
 #[doc(no_inline)]
 pub use multiproc_process::{
-    Process, StartMethod, active_children, cpu_count, current_process, get_context,
-    get_start_method, parent_process, set_start_method,
+    Process, StartMethod, active_children, cpu_count, current_process, get_context, get_start_method,
+    parent_process, set_start_method,
 };
 
 #[doc(no_inline)]

@@ -37,13 +37,7 @@ pub(crate) fn exe_id() -> u64 {
         match std::fs::metadata("/proc/self/exe") {
             Ok(m) => {
                 let mut bytes = Vec::with_capacity(40);
-                for part in [
-                    m.dev(),
-                    m.ino(),
-                    m.size(),
-                    m.mtime() as u64,
-                    m.mtime_nsec() as u64,
-                ] {
+                for part in [m.dev(), m.ino(), m.size(), m.mtime() as u64, m.mtime_nsec() as u64] {
                     bytes.extend_from_slice(&part.to_le_bytes());
                 }
                 entry::fnv1a(&bytes)
@@ -97,12 +91,10 @@ pub(crate) fn child_main(sock: OwnedFd, direct_parent: Option<i32>) -> ! {
 }
 
 fn run(sock: BorrowedFd<'_>, direct_parent: Option<i32>) -> Result<i32, String> {
-    let (tag, payload, fds) = transfer::recv(sock, None)
-        .map_err(|err| format!("cannot receive the start message: {err}"))?;
+    let (tag, payload, fds) =
+        transfer::recv(sock, None).map_err(|err| format!("cannot receive the start message: {err}"))?;
     if tag != transfer::TAG_START {
-        return Err(format!(
-            "unexpected message {tag} instead of the start message"
-        ));
+        return Err(format!("unexpected message {tag} instead of the start message"));
     }
     let (start, used): (Start, usize) = multiproc_wire::decode_prefix(&payload, Vec::new())
         .map_err(|err| format!("cannot decode the start message: {err}"))?;

@@ -42,15 +42,7 @@ impl Child {
         watch: Watch,
         sock: OwnedFd,
     ) -> Child {
-        Child {
-            pid,
-            name,
-            daemon,
-            pidfd,
-            watch,
-            sock,
-            exit: Mutex::new(None),
-        }
+        Child { pid, name, daemon, pidfd, watch, sock, exit: Mutex::new(None) }
     }
 
     /// The descriptor that becomes readable when the child has exited.
@@ -112,10 +104,7 @@ struct Registry {
     children: Vec<Arc<Child>>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    owner: 0,
-    children: Vec::new(),
-});
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { owner: 0, children: Vec::new() });
 static AT_EXIT: Once = Once::new();
 
 fn with_registry<T>(f: impl FnOnce(&mut Vec<Arc<Child>>) -> T) -> T {
@@ -204,10 +193,6 @@ impl ActiveChild {
 pub fn active_children() -> Vec<ActiveChild> {
     reap_finished()
         .into_iter()
-        .map(|c| ActiveChild {
-            pid: c.pid,
-            name: c.name.clone(),
-            daemon: c.daemon,
-        })
+        .map(|c| ActiveChild { pid: c.pid, name: c.name.clone(), daemon: c.daemon })
         .collect()
 }

@@ -35,11 +35,7 @@ impl StartMethod {
 
     /// All methods, in CPython's order.
     pub fn all() -> [StartMethod; 3] {
-        [
-            StartMethod::Fork,
-            StartMethod::Spawn,
-            StartMethod::ForkServer,
-        ]
+        [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer]
     }
 
     fn to_u8(self) -> u8 {
@@ -71,11 +67,7 @@ pub struct UnknownStartMethod(String);
 
 impl fmt::Display for UnknownStartMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown start method {:?} (expected fork, spawn or forkserver)",
-            self.0
-        )
+        write!(f, "unknown start method {:?} (expected fork, spawn or forkserver)", self.0)
     }
 }
 
@@ -85,10 +77,7 @@ impl FromStr for StartMethod {
     type Err = UnknownStartMethod;
 
     fn from_str(s: &str) -> Result<StartMethod, UnknownStartMethod> {
-        StartMethod::all()
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| UnknownStartMethod(s.to_owned()))
+        StartMethod::all().into_iter().find(|m| m.name() == s).ok_or_else(|| UnknownStartMethod(s.to_owned()))
     }
 }
 

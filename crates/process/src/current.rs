@@ -30,13 +30,7 @@ fn with_identity<T>(f: impl FnOnce(&mut Identity) -> T) -> T {
 /// Called in a new child before its target runs.
 pub(crate) fn become_child(name: String, path: Vec<u32>, daemon: bool, parent: ParentProcess) {
     let mut guard = IDENTITY.lock().unwrap_or_else(|e| e.into_inner());
-    *guard = Some(Identity {
-        name,
-        daemon,
-        path,
-        parent: Some(parent),
-        started: 0,
-    });
+    *guard = Some(Identity { name, daemon, path, parent: Some(parent), started: 0 });
 }
 
 /// The identity path and default name (`Process-1`, `Process-1:2`, ...) of the next child.
@@ -53,10 +47,7 @@ pub(crate) fn next_child() -> (Vec<u32>, String) {
 
 /// This process as a parent describes itself to a child.
 pub(crate) fn as_parent() -> ParentProcess {
-    ParentProcess {
-        pid: sys::getpid(),
-        name: with_identity(|id| id.name.clone()),
-    }
+    ParentProcess { pid: sys::getpid(), name: with_identity(|id| id.name.clone()) }
 }
 
 /// The process this code runs in, as [`current_process`] describes it.

@@ -41,10 +41,7 @@ where
     R: Serialize,
 {
     let trampoline: RawEntry = trampoline::<F, A, R>;
-    Entry {
-        offset: (trampoline as usize).wrapping_sub(anchor()) as i64,
-        type_hash: type_hash::<F, A, R>(),
-    }
+    Entry { offset: (trampoline as usize).wrapping_sub(anchor()) as i64, type_hash: type_hash::<F, A, R>() }
 }
 
 /// Resolves `offset` back into a trampoline.
@@ -62,9 +59,7 @@ fn type_hash<F, A, R>() -> u64 {
 
 /// FNV-1a, 64-bit: a cheap, stable hash for identity checks (not for security).
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn trampoline<F, A, R>(hash: u64, args: &[u8], fds: Vec<OwnedFd>, out: BorrowedFd<'_>) -> i32
@@ -96,9 +91,7 @@ thread_local! {
 pub(crate) fn run_and_report<R: Serialize>(f: impl FnOnce() -> R, out: BorrowedFd<'_>) -> i32 {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         PANIC_LOCATION.with(|cell| *cell.borrow_mut() = location);
         previous(info);
     }));

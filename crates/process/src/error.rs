@@ -44,48 +44,26 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error {
-            kind,
-            message: message.into(),
-            location: None,
-            code: None,
-            source: None,
-        }
+        Error { kind, message: message.into(), location: None, code: None, source: None }
     }
 
     pub(crate) fn io(context: &str, err: io::Error) -> Error {
-        Error {
-            source: Some(Box::new(err)),
-            ..Error::new(ErrorKind::Io, context)
-        }
+        Error { source: Some(Box::new(err)), ..Error::new(ErrorKind::Io, context) }
     }
 
     pub(crate) fn codec(context: &str, err: multiproc_wire::Error) -> Error {
-        Error {
-            source: Some(Box::new(err)),
-            ..Error::new(ErrorKind::Codec, context)
-        }
+        Error { source: Some(Box::new(err)), ..Error::new(ErrorKind::Codec, context) }
     }
 
     pub(crate) fn panicked(message: String, location: Option<String>) -> Error {
-        Error {
-            location,
-            code: Some(1),
-            ..Error::new(ErrorKind::Panicked, message)
-        }
+        Error { location, code: Some(1), ..Error::new(ErrorKind::Panicked, message) }
     }
 
     pub(crate) fn from_exit_code(code: i32) -> Error {
         if code < 0 {
-            Error {
-                code: Some(code),
-                ..Error::new(ErrorKind::Signaled, signal_name(-code))
-            }
+            Error { code: Some(code), ..Error::new(ErrorKind::Signaled, signal_name(-code)) }
         } else {
-            Error {
-                code: Some(code),
-                ..Error::new(ErrorKind::Exited, format!("exit code {code}"))
-            }
+            Error { code: Some(code), ..Error::new(ErrorKind::Exited, format!("exit code {code}")) }
         }
     }
 
@@ -188,9 +166,7 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

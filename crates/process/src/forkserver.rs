@@ -76,16 +76,9 @@ fn request(client: &Client, child_sock: OwnedFd) -> Result<Served, String> {
         (Ok(pid), 2) => {
             let status = fds.pop().expect("two descriptors");
             let pidfd = fds.pop().expect("two descriptors");
-            Ok(Served {
-                pid: i32::from_be_bytes(pid),
-                pidfd,
-                status,
-            })
+            Ok(Served { pid: i32::from_be_bytes(pid), pidfd, status })
         }
-        _ => Err(format!(
-            "the forkserver could not fork: {}",
-            String::from_utf8_lossy(&reply)
-        )),
+        _ => Err(format!("the forkserver could not fork: {}", String::from_utf8_lossy(&reply))),
     }
 }
 
@@ -98,20 +91,13 @@ fn start() -> Result<Client, String> {
         .map_err(|err| format!("cannot start the forkserver: {err}"))?;
     drop(theirs);
     let pidfd = sys::pidfd_open(pid).map_err(|err| format!("pidfd_open: {err}"))?;
-    let client = Client {
-        owner: sys::getpid(),
-        pidfd,
-        control: ours,
-    };
+    let client = Client { owner: sys::getpid(), pidfd, control: ours };
     let deadline = Instant::now() + REPLY_TIMEOUT;
     match frame::recv(client.control.as_fd(), 64, Some(deadline)) {
         Ok((hello, _)) if hello == HELLO => Ok(client),
         other => {
             stop(client);
-            Err(format!(
-                "the forkserver did not start: {:?}",
-                other.map(|(b, _)| b)
-            ))
+            Err(format!("the forkserver did not start: {:?}", other.map(|(b, _)| b)))
         }
     }
 }
@@ -194,8 +180,7 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
             }
             match sys::waitid_pidfd(kid.pidfd.as_fd(), false) {
                 Ok(Some(code)) => {
-                    let _ = File::from(kid.status.try_clone().expect("dup"))
-                        .write_all(&code.to_be_bytes());
+                    let _ = File::from(kid.status.try_clone().expect("dup")).write_all(&code.to_be_bytes());
                     false
                 }
                 Ok(None) => true,
@@ -221,20 +206,11 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     }
 }
 
-fn fork_child(
-    child_sock: OwnedFd,
-    control: &OwnedFd,
-    kids: &mut Vec<Kid>,
-) -> Result<(), WireError> {
+fn fork_child(child_sock: OwnedFd, control: &OwnedFd, kids: &mut Vec<Kid>) -> Result<(), WireError> {
     let (status_read, status_write) = match sys::pipe() {
         Ok(pair) => pair,
         Err(err) => {
-            return frame::send(
-                control.as_fd(),
-                &[format!("pipe: {err}").as_bytes()],
-                &[],
-                None,
-            );
+            return frame::send(control.as_fd(), &[format!("pipe: {err}").as_bytes()], &[], None);
         }
     };
     let server_pid = sys::getpid();
@@ -253,17 +229,9 @@ fn fork_child(
             let pidfd = sys::pidfd_open(pid)?;
             let fds = [pidfd.as_raw_fd(), status_read.as_raw_fd()];
             frame::send(control.as_fd(), &[&pid.to_be_bytes()], &fds, None)?;
-            kids.push(Kid {
-                pidfd,
-                status: status_write,
-            });
+            kids.push(Kid { pidfd, status: status_write });
             Ok(())
         }
-        Err(err) => frame::send(
-            control.as_fd(),
-            &[format!("fork: {err}").as_bytes()],
-            &[],
-            None,
-        ),
+        Err(err) => frame::send(control.as_fd(), &[format!("fork: {err}").as_bytes()], &[], None),
     }
 }

@@ -122,10 +122,7 @@ impl<R> fmt::Debug for Process<R> {
             .field("name", &self.name)
             .field("pid", &self.pid())
             .field("daemon", &self.daemon)
-            .field(
-                "start_method",
-                &self.method.unwrap_or_else(get_start_method),
-            )
+            .field("start_method", &self.method.unwrap_or_else(get_start_method))
             .field("exitcode", &self.exitcode())
             .finish()
     }
@@ -141,20 +138,8 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         F: Fn(A) -> R + Send + 'static,
         A: Serialize + DeserializeOwned + Send + 'static,
     {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0,
-                "a process target must not capture anything"
-            )
-        };
-        Process::with_target(
-            Box::new(FnTarget {
-                target,
-                args,
-                result: PhantomData,
-            }),
-            None,
-        )
+        const { assert!(std::mem::size_of::<F>() == 0, "a process target must not capture anything") };
+        Process::with_target(Box::new(FnTarget { target, args, result: PhantomData }), None)
     }
 
     /// A process that will run `closure` in a forked copy of this process: it may capture
@@ -174,10 +159,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         C: FnOnce() -> R + Send + 'static,
     {
         Process::with_target(
-            Box::new(ClosureTarget {
-                closure,
-                result: PhantomData,
-            }),
+            Box::new(ClosureTarget { closure, result: PhantomData }),
             Some(StartMethod::Fork),
         )
     }
@@ -206,16 +188,10 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// [`ErrorKind::ForkServer`] when the system refuses.
     pub fn start(&mut self) -> Result<()> {
         if self.child.is_some() {
-            return Err(Error::new(
-                ErrorKind::AlreadyStarted,
-                "process already started",
-            ));
+            return Err(Error::new(ErrorKind::AlreadyStarted, "process already started"));
         }
         let Some(target) = self.target.take() else {
-            return Err(Error::new(
-                ErrorKind::AlreadyStarted,
-                "process already started",
-            ));
+            return Err(Error::new(ErrorKind::AlreadyStarted, "process already started"));
         };
         // Like CPython's start(), reap children that have finished meanwhile.
         children::reap_finished();
@@ -234,9 +210,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
 
     fn start_fork(&mut self, target: Box<dyn Target>) -> Result<Child> {
         if !self.allow_threads {
-            let threads = std::fs::read_dir("/proc/self/task")
-                .map(|d| d.count())
-                .unwrap_or(1);
+            let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
             if threads > 1 {
                 return Err(Error::new(
                     ErrorKind::Refused,
@@ -260,17 +234,11 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             sys::Forked::Child => {
                 drop(ours);
                 if self.daemon
-                    && (sys::set_parent_death_signal(libc::SIGKILL).is_err()
-                        || sys::getppid() != parent_pid)
+                    && (sys::set_parent_death_signal(libc::SIGKILL).is_err() || sys::getppid() != parent_pid)
                 {
                     boot::exit_child(1);
                 }
-                current::become_child(
-                    self.name.clone(),
-                    self.identity.clone(),
-                    self.daemon,
-                    parent,
-                );
+                current::become_child(self.name.clone(), self.identity.clone(), self.daemon, parent);
                 let code = target.run_forked(theirs.as_fd());
                 boot::exit_child(code)
             }
@@ -278,14 +246,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                 drop(theirs);
                 drop(target);
                 let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
-                Ok(Child::new(
-                    pid,
-                    self.name.clone(),
-                    self.daemon,
-                    pidfd,
-                    Watch::Direct,
-                    ours,
-                ))
+                Ok(Child::new(pid, self.name.clone(), self.daemon, pidfd, Watch::Direct, ours))
             }
         }
     }
@@ -325,27 +286,12 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                     .map_err(|e| Error::io("cannot spawn the child", e))?;
                 drop(theirs);
                 let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
-                Ok(Child::new(
-                    pid,
-                    self.name.clone(),
-                    self.daemon,
-                    pidfd,
-                    Watch::Direct,
-                    ours,
-                ))
+                Ok(Child::new(pid, self.name.clone(), self.daemon, pidfd, Watch::Direct, ours))
             }
             _ => {
-                let served =
-                    forkserver::spawn(theirs).map_err(|e| Error::new(ErrorKind::ForkServer, e))?;
+                let served = forkserver::spawn(theirs).map_err(|e| Error::new(ErrorKind::ForkServer, e))?;
                 let watch = Watch::Served(served.status);
-                Ok(Child::new(
-                    served.pid,
-                    self.name.clone(),
-                    self.daemon,
-                    served.pidfd,
-                    watch,
-                    ours,
-                ))
+                Ok(Child::new(served.pid, self.name.clone(), self.daemon, served.pidfd, watch, ours))
             }
         }
     }
@@ -370,9 +316,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// As [`join`](Process::join).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<i32>> {
         let child = self.started()?;
-        child
-            .wait(wsys::deadline_after(timeout))
-            .map_err(|e| Error::io("cannot wait for the child", e))
+        child.wait(wsys::deadline_after(timeout)).map_err(|e| Error::io("cannot wait for the child", e))
     }
 
     /// Waits for the child and returns the value its target returned.
@@ -386,10 +330,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     pub fn result(&mut self) -> Result<R> {
         let code = self.join()?;
         if self.result_taken {
-            return Err(Error::new(
-                ErrorKind::ResultTaken,
-                "the result was already taken",
-            ));
+            return Err(Error::new(ErrorKind::ResultTaken, "the result was already taken"));
         }
         self.result_taken = true;
         let child = self.started()?;
@@ -408,15 +349,12 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                     .unwrap_or_else(|_| "the child could not run its target".into());
                 Err(Error::new(ErrorKind::Bootstrap, message).with_code(Some(code)))
             }
-            Ok((tag, _, _)) => Err(Error::new(
-                ErrorKind::Codec,
-                format!("unexpected message {tag} from the child"),
-            )),
-            Err(_) if code == 0 => Err(Error::new(
-                ErrorKind::Exited,
-                "the child exited without a result",
-            )
-            .with_code(Some(0))),
+            Ok((tag, _, _)) => {
+                Err(Error::new(ErrorKind::Codec, format!("unexpected message {tag} from the child")))
+            }
+            Err(_) if code == 0 => {
+                Err(Error::new(ErrorKind::Exited, "the child exited without a result").with_code(Some(0)))
+            }
             Err(_) => Err(Error::from_exit_code(code)),
         }
     }
@@ -424,9 +362,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
 
 impl<R> Process<R> {
     fn started(&self) -> Result<&Arc<Child>> {
-        self.child
-            .as_ref()
-            .ok_or_else(|| Error::new(ErrorKind::NotStarted, "process not started"))
+        self.child.as_ref().ok_or_else(|| Error::new(ErrorKind::NotStarted, "process not started"))
     }
 
     /// The process's name: `Process-N` (`Process-1:N` in a child of `Process-1`) unless set.
@@ -478,17 +414,13 @@ impl<R> Process<R> {
 
     /// Whether the child has been started and has not exited. Reaps it if it has.
     pub fn is_alive(&self) -> bool {
-        self.child
-            .as_ref()
-            .is_some_and(|c| matches!(c.poll_exit(), Ok(None)))
+        self.child.as_ref().is_some_and(|c| matches!(c.poll_exit(), Ok(None)))
     }
 
     /// The exit code: `None` before start and while running, then as described in the type's
     /// documentation. Reaps the child if it has exited.
     pub fn exitcode(&self) -> Option<i32> {
-        self.child
-            .as_ref()
-            .and_then(|c| c.poll_exit().ok().flatten())
+        self.child.as_ref().and_then(|c| c.poll_exit().ok().flatten())
     }
 
     /// Sends `SIGTERM` to the child (nothing if it has already exited).
@@ -508,9 +440,7 @@ impl<R> Process<R> {
     }
 
     fn signal(&self, signal: i32) -> Result<()> {
-        self.started()?
-            .signal(signal)
-            .map_err(|e| Error::io("cannot signal the child", e))
+        self.started()?.signal(signal).map_err(|e| Error::io("cannot signal the child", e))
     }
 
     /// A descriptor that becomes readable when the child exits (CPython's `sentinel`), for use

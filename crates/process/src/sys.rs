@@ -83,14 +83,7 @@ pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Opt
     let mut info: libc::siginfo_t = unsafe { mem::zeroed() };
     let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
     // SAFETY: `info` is writable; P_PIDFD takes the descriptor as the id.
-    cvt_retry(|| unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            flags,
-        )
-    })?;
+    cvt_retry(|| unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) })?;
     // SAFETY: waitid filled `info` (si_pid stays 0 when WNOHANG found nothing).
     let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
     if pid == 0 {
@@ -249,16 +242,9 @@ pub(crate) fn spawn_self(
         let mut empty: libc::sigset_t = mem::zeroed();
         libc::sigemptyset(&mut empty);
         let result = (|| {
-            check_spawn(libc::posix_spawn_file_actions_adddup2(
-                &mut actions,
-                sock.as_raw_fd(),
-                target,
-            ))?;
+            check_spawn(libc::posix_spawn_file_actions_adddup2(&mut actions, sock.as_raw_fd(), target))?;
             check_spawn(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
-            check_spawn(libc::posix_spawnattr_setflags(
-                &mut attr,
-                libc::POSIX_SPAWN_SETSIGMASK as _,
-            ))?;
+            check_spawn(libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_SETSIGMASK as _))?;
             check_spawn(libc::posix_spawn(
                 &mut pid,
                 path.as_ptr(),
@@ -276,11 +262,7 @@ pub(crate) fn spawn_self(
 }
 
 fn check_spawn(ret: libc::c_int) -> io::Result<()> {
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(ret))
-    }
+    if ret == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(ret)) }
 }
 
 /// Conjures the value of a zero-sized type.

@@ -26,12 +26,7 @@ pub(crate) const TAG_PANIC: u8 = 3;
 pub(crate) const TAG_FAILED: u8 = 4;
 
 /// Sends `payload` with `fds` as one frame tagged `tag`.
-pub(crate) fn send(
-    sock: BorrowedFd<'_>,
-    tag: u8,
-    payload: &[u8],
-    fds: &[RawFd],
-) -> Result<(), WireError> {
+pub(crate) fn send(sock: BorrowedFd<'_>, tag: u8, payload: &[u8], fds: &[RawFd]) -> Result<(), WireError> {
     if payload.len() <= INLINE_MAX {
         return frame::send(sock, &[&[tag], payload], fds, None);
     }
@@ -57,15 +52,10 @@ pub(crate) fn recv(
     if tag & IN_MEMFD == 0 {
         return Ok((tag, payload.to_vec(), fds));
     }
-    let memfd = fds
-        .pop()
-        .ok_or_else(|| WireError::Decode("missing payload descriptor".into()))?;
+    let memfd = fds.pop().ok_or_else(|| WireError::Decode("missing payload descriptor".into()))?;
     let len = wsys::file_size(memfd.as_fd())?;
     if len > MEMFD_MAX {
-        return Err(WireError::FrameTooLarge {
-            len,
-            max: MEMFD_MAX,
-        });
+        return Err(WireError::FrameTooLarge { len, max: MEMFD_MAX });
     }
     let mut payload = vec![0u8; len as usize];
     let mut read = 0;

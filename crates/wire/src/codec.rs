@@ -55,9 +55,7 @@ pub fn encode_into<T: Serialize + ?Sized>(
     let (len, nfds) = (bytes.len(), fds.len());
     let previous = OUT_FDS.with(|cell| cell.replace(Some(std::mem::take(fds))));
     let result = bincode::serde::encode_into_std_write(value, bytes, CONFIG);
-    *fds = OUT_FDS
-        .with(|cell| cell.replace(previous))
-        .unwrap_or_default();
+    *fds = OUT_FDS.with(|cell| cell.replace(previous)).unwrap_or_default();
     match result {
         Ok(_) => Ok(()),
         Err(err) => {
@@ -79,10 +77,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T,
     // Descriptors the value did not take are dropped (closed) inside decode_prefix.
     match decode_prefix(bytes, fds)? {
         (value, used) if used == bytes.len() => Ok(value),
-        (_, used) => Err(Error::Decode(format!(
-            "{} trailing bytes after the value",
-            bytes.len() - used
-        ))),
+        (_, used) => Err(Error::Decode(format!("{} trailing bytes after the value", bytes.len() - used))),
     }
 }
 
@@ -91,10 +86,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T,
 ///
 /// # Errors
 /// As [`decode`], except that trailing bytes are allowed.
-pub fn decode_prefix<T: DeserializeOwned>(
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<(T, usize), Error> {
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<(T, usize), Error> {
     let received = fds.into_iter().map(Some).collect();
     let previous = IN_FDS.with(|cell| cell.replace(Some(received)));
     let result = bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG);
@@ -117,9 +109,7 @@ pub(crate) fn push_out_fd(fd: RawFd) -> Option<u32> {
 pub(crate) fn take_in_fd(index: u32) -> Result<OwnedFd, &'static str> {
     IN_FDS.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let list = slot
-            .as_mut()
-            .ok_or("file descriptors can only be decoded by multiproc_wire::decode")?;
+        let list = slot.as_mut().ok_or("file descriptors can only be decoded by multiproc_wire::decode")?;
         list.get_mut(index as usize)
             .ok_or("message refers to a file descriptor that was not received")?
             .take()

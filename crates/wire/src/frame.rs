@@ -52,28 +52,56 @@ pub fn send(
     send_all(sock, &slices, fds, deadline)
 }
 
-/// Sends every byte of `slices`, with `fds` attached to the first byte.
+/// Sends every byte of `slices` on a socket, with `fds` attached to the first byte.
 ///
 /// # Errors
 /// As [`send`].
 pub fn send_all(
     sock: BorrowedFd<'_>,
     slices: &[&[u8]],
+    fds: &[RawFd],
+    deadline: Option<Instant>,
+) -> Result<(), Error> {
+    write_loop(sock, slices, fds, deadline, |iov, fds| sys::send_with_fds_nonblocking(sock, iov, fds))
+}
+
+/// Writes every byte of `slices` to a non-blocking descriptor that is not a socket (a pipe).
+///
+/// # Errors
+/// As [`send`].
+pub fn write_all(fd: BorrowedFd<'_>, slices: &[&[u8]], deadline: Option<Instant>) -> Result<(), Error> {
+    write_loop(fd, slices, &[], deadline, |iov, _| sys::writev(fd, iov))
+}
+
+/// Offers `slices` to `write` (which takes iovecs and descriptors and returns how many bytes
+/// it took, or `WouldBlock`) until all are taken; descriptors go with the first call that
+/// takes anything.
+fn write_loop(
+    fd: BorrowedFd<'_>,
+    slices: &[&[u8]],
     mut fds: &[RawFd],
     deadline: Option<Instant>,
+    mut write: impl FnMut(&[IoSlice<'_>], &[RawFd]) -> io::Result<usize>,
 ) -> Result<(), Error> {
     let mut index = 0;
     let mut offset = 0;
+    while index < slices.len() && slices[index].len() == offset {
+        index += 1;
+    }
     while index < slices.len() {
-        let iov: Vec<IoSlice<'_>> = std::iter::once(&slices[index][offset..])
-            .chain(slices[index + 1..].iter().copied())
-            .take(64)
-            .map(IoSlice::new)
-            .collect();
-        let sent = match sys::send_with_fds_nonblocking(sock, &iov, fds) {
+        let mut iov = [IoSlice::new(&[]); 8];
+        let mut count = 0;
+        for (slot, slice) in iov
+            .iter_mut()
+            .zip(std::iter::once(&slices[index][offset..]).chain(slices[index + 1..].iter().copied()))
+        {
+            *slot = IoSlice::new(slice);
+            count += 1;
+        }
+        let sent = match write(&iov[..count], fds) {
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                if !sys::wait_writable(sock, deadline)? {
+                if !sys::wait_writable(fd, deadline)? {
                     return Err(Error::Timeout);
                 }
                 continue;
@@ -128,11 +156,7 @@ pub fn recv_exact(
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
-                return Err(if filled == 0 && at_boundary {
-                    Error::Disconnected
-                } else {
-                    Error::Truncated
-                });
+                return Err(if filled == 0 && at_boundary { Error::Disconnected } else { Error::Truncated });
             }
             Err(err) => return Err(Error::from_io(err)),
         }

@@ -12,11 +12,7 @@ pub const MAX_FDS: usize = 253;
 
 /// Turns a `-1` return into the thread's `errno` as an [`io::Error`].
 pub fn cvt<T: Copy + PartialEq + From<i8>>(ret: T) -> io::Result<T> {
-    if ret == T::from(-1) {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret == T::from(-1) { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 /// Like [`cvt`], retrying the call while it fails with `EINTR`.
@@ -37,12 +33,7 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair writes.
     cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
     })?;
     // SAFETY: socketpair succeeded, so both descriptors are open and owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
@@ -57,10 +48,7 @@ struct CmsgBuf {
 
 impl CmsgBuf {
     fn new() -> CmsgBuf {
-        CmsgBuf {
-            _align: [],
-            bytes: [0; 1024],
-        }
+        CmsgBuf { _align: [], bytes: [0; 1024] }
     }
 }
 
@@ -73,11 +61,7 @@ impl CmsgBuf {
 /// # Errors
 /// `EPIPE` when the peer has closed, `EAGAIN` on a full non-blocking socket, `EINVAL` for more
 /// than [`MAX_FDS`] descriptors.
-pub fn send_with_fds(
-    sock: BorrowedFd<'_>,
-    bufs: &[IoSlice<'_>],
-    fds: &[RawFd],
-) -> io::Result<usize> {
+pub fn send_with_fds(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[RawFd]) -> io::Result<usize> {
     send_with_fds_flags(sock, bufs, fds, 0)
 }
 
@@ -102,10 +86,7 @@ fn send_with_fds_flags(
     if fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "cannot send {} file descriptors in one message (at most {MAX_FDS})",
-                fds.len()
-            ),
+            format!("cannot send {} file descriptors in one message (at most {MAX_FDS})", fds.len()),
         ));
     }
     let mut cmsg = CmsgBuf::new();
@@ -127,11 +108,7 @@ fn send_with_fds_flags(
             (*hdr).cmsg_level = libc::SOL_SOCKET;
             (*hdr).cmsg_type = libc::SCM_RIGHTS;
             (*hdr).cmsg_len = libc::CMSG_LEN(data_len) as _;
-            std::ptr::copy_nonoverlapping(
-                fds.as_ptr().cast::<u8>(),
-                libc::CMSG_DATA(hdr),
-                data_len as usize,
-            );
+            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(hdr), data_len as usize);
         }
     }
     let flags = flags | libc::MSG_NOSIGNAL;
@@ -154,10 +131,7 @@ pub fn recv_with_fds(
     nonblocking: bool,
 ) -> io::Result<usize> {
     let mut cmsg = CmsgBuf::new();
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain old data; all-zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -177,8 +151,7 @@ pub fn recv_with_fds(
         let mut hdr = unsafe { libc::CMSG_FIRSTHDR(&msg) };
         while !hdr.is_null() {
             // SAFETY: `hdr` is non-null and inside the control buffer (see above).
-            let (level, kind, len) =
-                unsafe { ((*hdr).cmsg_level, (*hdr).cmsg_type, (*hdr).cmsg_len) };
+            let (level, kind, len) = unsafe { ((*hdr).cmsg_level, (*hdr).cmsg_type, (*hdr).cmsg_len) };
             if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
                 // SAFETY: CMSG_LEN(0) is a pure computation.
                 let header = unsafe { libc::CMSG_LEN(0) } as usize;
@@ -202,6 +175,28 @@ pub fn recv_with_fds(
             "received more file descriptors than fit in one message",
         ));
     }
+    Ok(n as usize)
+}
+
+/// Reads what is available from `fd` (`read`), retrying on `EINTR`; 0 at end of file.
+///
+/// # Errors
+/// The operating system's error; `EAGAIN` on an empty non-blocking descriptor.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length.
+    let n = cvt_retry(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    Ok(n as usize)
+}
+
+/// Writes `bufs` to `fd` (`writev`), retrying on `EINTR`; returns how many bytes were taken.
+///
+/// # Errors
+/// The operating system's error; `EAGAIN` on a full non-blocking descriptor, `EPIPE` when the
+/// reader has gone.
+pub fn writev(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let count = bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+    // SAFETY: IoSlice is ABI-compatible with iovec; the first `count` slices are readable.
+    let n = cvt_retry(|| unsafe { libc::writev(fd.as_raw_fd(), bufs.as_ptr().cast(), count) })?;
     Ok(n as usize)
 }
 
@@ -247,11 +242,7 @@ pub fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<u
 
 /// A pollfd asking for readability of `fd`.
 pub fn pollfd_in(fd: BorrowedFd<'_>) -> libc::pollfd {
-    libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }
+    libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }
 }
 
 /// Waits until `fd` is readable (or at end of stream, or in error); `false` if `deadline`
@@ -269,11 +260,7 @@ pub fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Resul
 /// # Errors
 /// The operating system's error.
 pub fn wait_writable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> io::Result<bool> {
-    let mut pfd = [libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    }];
+    let mut pfd = [libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 }];
     Ok(poll(&mut pfd, deadline)? > 0)
 }
 
@@ -295,12 +282,7 @@ pub fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     // SAFETY: `buf` is writable for its length.
     let n = cvt_retry(|| unsafe {
-        libc::pread(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            offset as libc::off_t,
-        )
+        libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t)
     })?;
     Ok(n as usize)
 }
@@ -312,12 +294,7 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usiz
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> io::Result<usize> {
     // SAFETY: `buf` is readable for its length.
     let n = cvt_retry(|| unsafe {
-        libc::pwrite(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            offset as libc::off_t,
-        )
+        libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset as libc::off_t)
     })?;
     Ok(n as usize)
 }
@@ -341,11 +318,7 @@ pub fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
 pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
     // SAFETY: F_GETFL reads flags of a descriptor we borrow.
     let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    let new = if nonblocking {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
+    let new = if nonblocking { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
     if new != flags {
         // SAFETY: F_SETFL only changes status flags of a descriptor we borrow.
         cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
