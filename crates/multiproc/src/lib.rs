@@ -1,5 +1,5 @@
-//! Python's `multiprocessing` for Rust: processes that run Rust functions, with the `fork`,
-//! `spawn` and `forkserver` start methods.
+//! Python's `multiprocessing` for Rust: processes that run Rust functions (with the `fork`,
+//! `spawn` and `forkserver` start methods) and connections between them.
 //!
 //! This crate only re-exports the multiproc crates, each behind a feature of the same name
 //! (all on by default); depend on one of them alone if that is all you need.
@@ -23,6 +23,7 @@
 //! | crate | what it holds |
 //! |---|---|
 //! | [`process`] | `Process`, start methods, `current_process`, `active_children`, `cpu_count` |
+//! | [`pipe`] | `Connection`, `pipe`, `Listener`/`Client` (CPython-compatible, authenticated), `wait` |
 //! | [`wire`] | the codec, CPython's frame format, descriptors inside messages (`Fd`) |
 
 #[doc(inline)]
@@ -39,11 +40,22 @@ pub use multiproc_process::{
     parent_process, set_start_method,
 };
 
+#[cfg(feature = "pipe")]
+#[doc(inline)]
+pub use multiproc_pipe as pipe;
+
+#[cfg(feature = "pipe")]
+#[doc(no_inline)]
+pub use multiproc_pipe::{Address, Client, Connection, Listener, pipe, wait};
+
 #[doc(no_inline)]
 pub use multiproc_wire::Fd;
 
 /// The names most programs use, for `use multiproc::prelude::*`.
 pub mod prelude {
+    #[cfg(feature = "pipe")]
+    #[doc(no_inline)]
+    pub use multiproc_pipe::{Connection, pipe};
     #[cfg(feature = "process")]
     #[doc(no_inline)]
     pub use multiproc_process::{Process, StartMethod, current_process};

@@ -9,3 +9,12 @@ fn resolves_every_reexport() {
     let me = multiproc::prelude::current_process();
     assert_eq!(me.name(), "MainProcess");
 }
+
+#[test]
+fn resolves_pipe_reexports() {
+    let (mut a, mut b) = multiproc::pipe(true).expect("pipe");
+    a.send(&5u8).expect("send");
+    assert_eq!(b.recv::<u8>().expect("recv"), 5);
+    let _ = multiproc::pipe::DEFAULT_MAX_MESSAGE;
+    let _: Option<multiproc::Address> = None;
+}
