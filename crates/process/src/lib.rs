@@ -28,6 +28,7 @@
 //! The crate must be linked statically (the default for Rust crates).
 
 mod boot;
+pub mod call;
 mod children;
 mod context;
 mod current;

@@ -160,6 +160,15 @@ pub(crate) unsafe fn adopt_fd(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Duplicates raw descriptor `fd` (`F_DUPFD_CLOEXEC`).
+///
+/// # Safety
+/// `fd` must be open for the duration of the call.
+pub(crate) unsafe fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: the caller guarantees `fd` is open; the borrow ends with this call.
+    unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+}
+
 /// The credentials (pid, uid) of the peer of a Unix socket (`SO_PEERCRED`).
 pub(crate) fn peer_cred(sock: BorrowedFd<'_>) -> io::Result<(i32, u32)> {
     // SAFETY: ucred is plain old data.

@@ -22,12 +22,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod bytes;
 mod codec;
 mod error;
 mod fd;
 pub mod frame;
 pub mod sys;
 
+pub use bytes::Bytes;
 pub use codec::{Encoded, decode, decode_prefix, encode, encode_into};
 pub use error::Error;
 pub use fd::{Fd, fd_serde};

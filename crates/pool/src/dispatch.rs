@@ -1,0 +1,397 @@
+//! The pool's dispatcher thread: hands tasks to workers, collects results, and replaces
+//! workers that die or retire, failing only the task a dead worker was running.
+//!
+//! Each worker has its own connection, and tasks sent to it are answered in order, so the
+//! dispatcher always knows which task a worker holds: the oldest unanswered one. Small tasks
+//! are sent ahead (up to [`PREFETCH`] per worker) so that a worker never waits for the
+//! dispatcher between tasks; large ones only to an idle worker, which is reading and so never
+//! blocks the dispatcher's write.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use multiproc_pipe::{Connection, Waitable, pipe, wait};
+use multiproc_process::call::{Call, Reply};
+use multiproc_process::{Process, StartMethod};
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::result::Sink;
+use crate::worker::{FromWorker, WorkerArgs, worker_main};
+
+/// Tasks sent ahead to one worker.
+const PREFETCH: usize = 2;
+/// A task this small may be sent to a busy worker.
+const SMALL_TASK: usize = 32 << 10;
+/// How long a stopping worker may take before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// One unit of work: a call and where its result goes.
+pub(crate) struct Task {
+    pub(crate) call: Call,
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) chunk: usize,
+}
+
+/// What the pool's handle asks of the dispatcher.
+pub(crate) enum Command {
+    Submit(Vec<Task>),
+    Close,
+    Terminate,
+}
+
+/// How workers are made.
+#[derive(Debug)]
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) init: Option<Call>,
+    pub(crate) maxtasks: Option<usize>,
+    pub(crate) method: StartMethod,
+}
+
+/// Same encoding as `worker::ToWorker`, borrowing the call.
+#[derive(Serialize)]
+enum ToWorkerRef<'a> {
+    Task { id: u64, call: &'a Call },
+    Stop,
+}
+
+pub(crate) struct Worker {
+    process: Process,
+    conn: Connection,
+    /// Ids of tasks sent and not answered, oldest first.
+    inflight: VecDeque<u64>,
+    sent: usize,
+    ready: bool,
+    retiring: bool,
+    /// The connection has reached end of stream: only the sentinel matters now.
+    hung_up: bool,
+}
+
+static NEXT_WORKER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Starts one worker (not yet ready: it reports when its initializer has run).
+pub(crate) fn start_worker(config: &Config, threaded: bool) -> Result<Worker> {
+    let io = |e: multiproc_pipe::Error| {
+        Error::new(ErrorKind::Io, format!("cannot create a worker connection: {e}"))
+    };
+    let (ours, theirs) = pipe(true).map_err(io)?;
+    let init = match &config.init {
+        Some(call) => Some(call.try_clone().map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?),
+        None => None,
+    };
+    let mut process = Process::new(worker_main, WorkerArgs { conn: theirs, init });
+    let n = NEXT_WORKER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    process
+        .set_daemon(true)
+        .set_start_method(config.method)
+        .set_name(format!("PoolWorker-{n}"))
+        // Replacement workers are forked from the dispatcher thread; a worker only runs
+        // this crate's loop and the user's functions.
+        .allow_threads(threaded);
+    process.start().map_err(|e| Error::new(ErrorKind::Io, format!("cannot start a worker: {e}")))?;
+    Ok(Worker {
+        process,
+        conn: ours,
+        inflight: VecDeque::new(),
+        sent: 0,
+        ready: false,
+        retiring: false,
+        hung_up: false,
+    })
+}
+
+/// Waits for a new worker's first word: ready, or its initializer's error.
+pub(crate) fn await_ready(worker: &mut Worker, deadline: Instant) -> Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let sentinel = worker.process.sentinel().expect("started");
+        let ready = wait(&[&worker.conn, &sentinel], Some(left))
+            .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+        if ready.is_empty() {
+            return Err(Error::new(ErrorKind::Initializer, "a worker did not become ready in time"));
+        }
+        if ready.contains(&0) {
+            return match worker.conn.recv::<FromWorker>() {
+                Ok(FromWorker::Ready) => {
+                    worker.ready = true;
+                    Ok(())
+                }
+                Ok(FromWorker::InitFailed(message)) => Err(Error::new(ErrorKind::Initializer, message)),
+                Ok(FromWorker::Done { .. }) => {
+                    Err(Error::new(ErrorKind::Io, "unexpected message from a worker"))
+                }
+                Err(_) => {
+                    let code = worker.process.join_timeout(STOP_GRACE).ok().flatten();
+                    Err(Error::new(
+                        ErrorKind::Initializer,
+                        format!("a worker died while starting (exit code {code:?})"),
+                    ))
+                }
+            };
+        }
+        // Only the sentinel: the worker exited; its last words, if any, are read above next.
+        if !worker.conn.poll(Some(Duration::ZERO)).unwrap_or(false) {
+            let code = worker.process.join_timeout(STOP_GRACE).ok().flatten();
+            return Err(Error::new(
+                ErrorKind::Initializer,
+                format!("a worker died while starting (exit code {code:?})"),
+            ));
+        }
+    }
+}
+
+/// Stops a worker: asks it to exit, then kills it if it does not.
+pub(crate) fn stop_worker(mut worker: Worker, kill: bool) {
+    if kill {
+        let _ = worker.process.kill();
+    } else {
+        let _ = worker.conn.send(&ToWorkerRef::Stop);
+    }
+    if !matches!(worker.process.join_timeout(STOP_GRACE), Ok(Some(_))) {
+        let _ = worker.process.kill();
+        let _ = worker.process.join();
+    }
+}
+
+pub(crate) struct Dispatcher {
+    pub(crate) rx: Receiver<Command>,
+    pub(crate) waker: UnixStream,
+    pub(crate) workers: Vec<Worker>,
+    pub(crate) config: Config,
+    queue: VecDeque<(u64, Task)>,
+    inflight: HashMap<u64, Task>,
+    next_id: u64,
+    closing: bool,
+    broken: Option<Error>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        rx: Receiver<Command>,
+        waker: UnixStream,
+        workers: Vec<Worker>,
+        config: Config,
+    ) -> Dispatcher {
+        Dispatcher {
+            rx,
+            waker,
+            workers,
+            config,
+            queue: VecDeque::new(),
+            inflight: HashMap::new(),
+            next_id: 0,
+            closing: false,
+            broken: None,
+        }
+    }
+
+    /// The thread's body.
+    pub(crate) fn run(mut self) {
+        loop {
+            if !self.take_commands() {
+                self.terminate();
+                return;
+            }
+            if let Some(error) = self.broken.clone() {
+                for (_, task) in self.queue.drain(..) {
+                    task.sink.complete(task.chunk, Err(error.clone()));
+                }
+            }
+            self.assign();
+            if self.closing && self.queue.is_empty() && self.inflight.is_empty() {
+                for worker in self.workers.drain(..) {
+                    stop_worker(worker, false);
+                }
+                return;
+            }
+            self.wait_and_handle();
+        }
+    }
+
+    /// Takes every pending command; `false` on terminate.
+    fn take_commands(&mut self) -> bool {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Command::Submit(tasks)) => {
+                    for task in tasks {
+                        self.next_id += 1;
+                        self.queue.push_back((self.next_id, task));
+                    }
+                }
+                Ok(Command::Close) => self.closing = true,
+                Ok(Command::Terminate) => return false,
+                Err(TryRecvError::Empty) => return true,
+                // The pool's handle is gone without closing: finish what was submitted.
+                Err(TryRecvError::Disconnected) => {
+                    self.closing = true;
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn assign(&mut self) {
+        for index in 0..self.workers.len() {
+            loop {
+                let worker = &self.workers[index];
+                if !worker.ready || worker.retiring || worker.hung_up {
+                    break;
+                }
+                let Some((_, task)) = self.queue.front() else { return };
+                let small = task.call_size() <= SMALL_TASK;
+                let limit = if small { PREFETCH } else { 1 };
+                if worker.inflight.len() >= limit || (!small && !worker.inflight.is_empty()) {
+                    break;
+                }
+                let (id, task) = self.queue.pop_front().expect("front exists");
+                let worker = &mut self.workers[index];
+                if worker.conn.send(&ToWorkerRef::Task { id, call: &task.call }).is_err() {
+                    // The worker is dying: the task was not taken; its sentinel will tell.
+                    worker.hung_up = true;
+                    self.queue.push_front((id, task));
+                    break;
+                }
+                worker.inflight.push_back(id);
+                worker.sent += 1;
+                self.inflight.insert(id, task);
+                if self.config.maxtasks.is_some_and(|max| worker.sent >= max) {
+                    worker.retiring = true;
+                    let _ = worker.conn.send(&ToWorkerRef::Stop);
+                }
+            }
+        }
+    }
+
+    fn wait_and_handle(&mut self) {
+        let ready = {
+            let sentinels: Vec<_> =
+                self.workers.iter().map(|w| w.process.sentinel().expect("workers are started")).collect();
+            let mut objects: Vec<&dyn Waitable> = vec![&self.waker];
+            // A connection at end of stream stays readable: leave it out once seen.
+            let conns: Vec<usize> = (0..self.workers.len()).filter(|&i| !self.workers[i].hung_up).collect();
+            objects.extend(conns.iter().map(|&i| &self.workers[i].conn as &dyn Waitable));
+            objects.extend(sentinels.iter().map(|s| s as &dyn Waitable));
+            let ready = wait(&objects, None).unwrap_or_default();
+            let mut readable = Vec::new();
+            let mut exited = Vec::new();
+            for i in ready {
+                if i == 0 {
+                    continue;
+                } else if i <= conns.len() {
+                    readable.push(conns[i - 1]);
+                } else {
+                    exited.push(i - 1 - conns.len());
+                }
+            }
+            (readable, exited)
+        };
+        let mut drain = [0u8; 64];
+        while matches!((&self.waker).read(&mut drain), Ok(n) if n > 0) {}
+        for &index in &ready.0 {
+            self.read_worker(index);
+        }
+        // Highest index first, so that removing a worker does not shift the others.
+        let mut exited = ready.1;
+        exited.sort_unstable_by(|a, b| b.cmp(a));
+        for index in exited {
+            self.reap_worker(index);
+        }
+    }
+
+    /// Reads every message a worker has sent.
+    fn read_worker(&mut self, index: usize) {
+        loop {
+            let worker = &mut self.workers[index];
+            if worker.hung_up || !worker.conn.poll(Some(Duration::ZERO)).unwrap_or(false) {
+                return;
+            }
+            match worker.conn.recv::<FromWorker>() {
+                Ok(FromWorker::Ready) => worker.ready = true,
+                Ok(FromWorker::InitFailed(message)) => {
+                    worker.hung_up = true;
+                    self.broken = Some(Error::new(ErrorKind::Initializer, message));
+                }
+                Ok(FromWorker::Done { id, reply }) => {
+                    if worker.inflight.front() == Some(&id) {
+                        worker.inflight.pop_front();
+                    } else {
+                        worker.inflight.retain(|&t| t != id);
+                    }
+                    if let Some(task) = self.inflight.remove(&id) {
+                        let reply: Result<Reply> = reply.map_err(|e| Error::new(ErrorKind::Codec, e));
+                        task.sink.complete(task.chunk, reply);
+                    }
+                }
+                Err(_) => {
+                    // End of stream or garbage: the worker is dead or useless; the sentinel
+                    // (after a kill, for garbage) settles its tasks.
+                    worker.hung_up = true;
+                    let _ = worker.process.kill();
+                }
+            }
+        }
+    }
+
+    /// A worker exited: fail the task it was running, give the others back, replace it.
+    fn reap_worker(&mut self, index: usize) {
+        self.read_worker(index);
+        let mut worker = self.workers.swap_remove(index);
+        let code = worker.process.join_timeout(STOP_GRACE).ok().flatten();
+        if !worker.ready && self.broken.is_none() {
+            // Died before its initializer finished: starting another would die the same way.
+            self.broken = Some(Error::new(
+                ErrorKind::Initializer,
+                format!("a worker died during initialization (exit code {code:?})"),
+            ));
+        }
+        if let Some(running) = worker.inflight.pop_front() {
+            if let Some(task) = self.inflight.remove(&running) {
+                task.sink.complete(task.chunk, Err(Error::worker_lost(code)));
+            }
+        }
+        for id in worker.inflight.drain(..).rev() {
+            if let Some(task) = self.inflight.remove(&id) {
+                self.queue.push_front((id, task));
+            }
+        }
+        let needed = !self.closing || !self.queue.is_empty() || !self.inflight.is_empty();
+        if self.broken.is_none() && needed {
+            match start_worker(&self.config, true) {
+                Ok(worker) => self.workers.push(worker),
+                Err(error) => {
+                    if self.workers.is_empty() {
+                        self.broken = Some(error);
+                    }
+                }
+            }
+        }
+        if self.workers.is_empty() && self.broken.is_none() && needed {
+            self.broken = Some(Error::new(ErrorKind::Io, "no worker could be started"));
+        }
+    }
+
+    /// Kills every worker and fails every task not yet finished.
+    fn terminate(&mut self) {
+        for worker in self.workers.drain(..) {
+            stop_worker(worker, true);
+        }
+        let error = Error::new(ErrorKind::Closed, "the pool was terminated");
+        for (_, task) in self.queue.drain(..) {
+            task.sink.complete(task.chunk, Err(error.clone()));
+        }
+        for (_, task) in self.inflight.drain() {
+            task.sink.complete(task.chunk, Err(error.clone()));
+        }
+    }
+}
+
+impl Task {
+    fn call_size(&self) -> usize {
+        self.call.encoded_len()
+    }
+}

@@ -1,0 +1,678 @@
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use multiproc_process::call::{Call, Callable, Star};
+use multiproc_process::{StartMethod, get_start_method};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::dispatch::{self, Command, Config, Dispatcher, Task};
+use crate::error::{Error, ErrorKind, Result};
+use crate::result::{
+    AsyncResult, Callbacks, Job, MapParts, MapSink, OnError, OnValue, SingleSink, Sink, Slot, StreamSink,
+};
+
+/// How long pool creation waits for a worker to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A pool of worker processes (CPython's `multiprocessing.Pool`).
+///
+/// Tasks are `fn` items or closures that capture nothing, with serde arguments and results.
+/// A task that panics fails alone; a worker that dies fails only the task it was running (with
+/// [`ErrorKind::WorkerLost`], naming the exit code or signal), is replaced, and every other task
+/// completes. No call waits forever on a dead worker.
+///
+/// ```
+/// use multiproc_pool::Pool;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(square, 1..=5)?, [1, 4, 9, 16, 25]);
+/// assert_eq!(pool.apply(square, 12)?, 144);
+/// let lazy: Vec<u64> = pool.imap(square, 1..=3).collect::<Result<_, _>>()?;
+/// assert_eq!(lazy, [1, 4, 9]);
+/// # Ok::<(), multiproc_pool::Error>(())
+/// ```
+///
+/// Dropping the pool closes it and waits for the submitted tasks ([`close`](Pool::close) then
+/// [`join`](Pool::join)); [`terminate`](Pool::terminate) stops the workers at once.
+pub struct Pool {
+    tx: Sender<Command>,
+    waker: UnixStream,
+    processes: usize,
+    closed: Mutex<bool>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    callbacks: Mutex<Option<(Sender<Job>, JoinHandle<()>)>>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("processes", &self.processes).finish()
+    }
+}
+
+/// Settings for a [`Pool`].
+///
+/// ```
+/// use multiproc_pool::Pool;
+///
+/// fn setup(level: u32) {
+///     assert!(level > 0);
+/// }
+///
+/// let pool = Pool::builder().processes(2).initializer(setup, 3).maxtasksperchild(100).build()?;
+/// # drop(pool);
+/// # Ok::<(), multiproc_pool::Error>(())
+/// ```
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    init: Option<Result<Call>>,
+    maxtasks: Option<usize>,
+    method: Option<StartMethod>,
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("processes", &self.processes)
+            .field("initializer", &self.init.is_some())
+            .field("maxtasksperchild", &self.maxtasks)
+            .field("start_method", &self.method)
+            .finish()
+    }
+}
+
+impl PoolBuilder {
+    /// The number of worker processes (default: [`cpu_count`](multiproc_process::cpu_count)).
+    pub fn processes(mut self, n: usize) -> PoolBuilder {
+        self.processes = Some(n);
+        self
+    }
+
+    /// A function each worker runs with `args` before its first task. If it panics, pool
+    /// creation (or the next call, for a replacement worker) returns its error and no more
+    /// workers are started.
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> PoolBuilder
+    where
+        F: Fn(A) + Copy + 'static,
+        A: Serialize + DeserializeOwned,
+    {
+        self.init = Some(
+            Call::batch::<F, A, ()>(f, std::slice::from_ref(&args))
+                .map_err(|e| Error::new(ErrorKind::Codec, e.to_string())),
+        );
+        self
+    }
+
+    /// Replaces each worker after it has run `n` tasks (a chunk counts as one task).
+    pub fn maxtasksperchild(mut self, n: usize) -> PoolBuilder {
+        self.maxtasks = Some(n.max(1));
+        self
+    }
+
+    /// How workers are started (default: the process-wide default start method).
+    pub fn start_method(mut self, method: StartMethod) -> PoolBuilder {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the workers and waits until each has run its initializer.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Initializer`] when the initializer fails in a worker; [`ErrorKind::Io`]
+    /// when workers cannot be started.
+    pub fn build(self) -> Result<Pool> {
+        let config = Config {
+            processes: self.processes.unwrap_or_else(multiproc_process::cpu_count).max(1),
+            init: self.init.transpose()?,
+            maxtasks: self.maxtasks,
+            method: self.method.unwrap_or_else(get_start_method),
+        };
+        let mut workers = Vec::with_capacity(config.processes);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let started = (|| {
+            for _ in 0..config.processes {
+                workers.push(dispatch::start_worker(&config, false)?);
+            }
+            for worker in &mut workers {
+                dispatch::await_ready(worker, deadline)?;
+            }
+            Ok(())
+        })();
+        if let Err(error) = started {
+            for worker in workers {
+                dispatch::stop_worker(worker, true);
+            }
+            return Err(error);
+        }
+        let (waker_read, waker) =
+            UnixStream::pair().map_err(|e| Error::new(ErrorKind::Io, format!("socketpair: {e}")))?;
+        for end in [&waker_read, &waker] {
+            end.set_nonblocking(true).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let processes = config.processes;
+        let dispatcher = Dispatcher::new(rx, waker_read, workers, config);
+        let dispatcher = std::thread::Builder::new()
+            .name("multiproc-pool".into())
+            .spawn(move || dispatcher.run())
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the pool thread: {e}")))?;
+        let (cb_tx, cb_rx) = crossbeam_channel::unbounded::<Job>();
+        let callbacks = std::thread::Builder::new()
+            .name("multiproc-pool-callbacks".into())
+            .spawn(move || {
+                for job in cb_rx {
+                    job();
+                }
+            })
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the callback thread: {e}")))?;
+        Ok(Pool {
+            tx,
+            waker,
+            processes,
+            closed: Mutex::new(false),
+            dispatcher: Mutex::new(Some(dispatcher)),
+            callbacks: Mutex::new(Some((cb_tx, callbacks))),
+        })
+    }
+}
+
+/// CPython's `map` chunk size: the items spread over four chunks per worker.
+fn default_chunksize(items: usize, workers: usize) -> usize {
+    items.div_ceil(workers * 4).max(1)
+}
+
+impl Pool {
+    /// A pool of `processes` workers with the default settings.
+    ///
+    /// # Errors
+    /// As [`PoolBuilder::build`].
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// Settings for a pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder { processes: None, init: None, maxtasks: None, method: None }
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    fn submit(&self, tasks: Vec<Task>) -> Result<()> {
+        if *self.closed.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(Error::new(ErrorKind::Closed, "the pool is closed"));
+        }
+        self.tx
+            .send(Command::Submit(tasks))
+            .map_err(|_| Error::new(ErrorKind::Closed, "the pool is closed"))?;
+        self.wake();
+        Ok(())
+    }
+
+    fn wake(&self) {
+        // A full socket means a wake-up is already pending.
+        let _ = (&self.waker).write(&[1]);
+    }
+
+    fn callback_thread(&self) -> Option<Sender<Job>> {
+        self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(tx, _)| tx.clone())
+    }
+
+    /// Runs `f(args)` in a worker and waits for the result (CPython's `apply`).
+    ///
+    /// # Errors
+    /// The task's error: [`ErrorKind::Panicked`], [`ErrorKind::WorkerLost`], ...
+    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_async(f, args).get()
+    }
+
+    /// Runs `f(args)` in a worker; the result arrives in the returned handle.
+    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> AsyncResult<R>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.apply_inner(f, args, None)
+    }
+
+    /// [`apply_async`](Pool::apply_async) with callbacks, run on the pool's callback thread
+    /// in completion order: `callback` with the value, or `error_callback` with the error,
+    /// before the handle's `get` returns.
+    pub fn apply_async_with<F, A, R>(
+        &self,
+        f: F,
+        args: A,
+        callback: impl FnOnce(&R) + Send + 'static,
+        error_callback: impl FnOnce(&Error) + Send + 'static,
+    ) -> AsyncResult<R>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let callbacks = self.callback_thread().map(|thread| Callbacks {
+            on_value: Some(Box::new(callback) as OnValue<R>),
+            on_error: Some(Box::new(error_callback) as OnError),
+            thread,
+        });
+        self.apply_inner(f, args, callbacks)
+    }
+
+    fn apply_inner<F, A, R>(&self, f: F, args: A, callbacks: Option<Callbacks<R>>) -> AsyncResult<R>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let slot = Slot::new();
+        let sink = Arc::new(SingleSink { slot: slot.clone(), callbacks: Mutex::new(callbacks) });
+        let submitted = Call::batch::<F, A, R>(f, std::slice::from_ref(&args))
+            .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
+            .and_then(|call| self.submit(vec![Task { call, sink: sink.clone(), chunk: 0 }]));
+        if let Err(error) = submitted {
+            sink.complete(0, Err(error));
+        }
+        AsyncResult::new(slot)
+    }
+
+    /// Applies `f` to every item in parallel and returns the results in order (CPython's
+    /// `map`), with CPython's chunk size: the items in `4 × processes` chunks.
+    ///
+    /// # Errors
+    /// The first error of any item.
+    pub fn map<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async(f, items).get()
+    }
+
+    /// [`map`](Pool::map) with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// As [`map`](Pool::map).
+    pub fn map_chunked<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_inner(f, items.into_iter().collect(), Some(chunksize), None).get()
+    }
+
+    /// [`map`](Pool::map) without waiting: the list arrives in the returned handle.
+    pub fn map_async<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> AsyncResult<Vec<R>>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_inner(f, items.into_iter().collect(), None, None)
+    }
+
+    /// [`map_async`](Pool::map_async) with callbacks (see
+    /// [`apply_async_with`](Pool::apply_async_with)).
+    pub fn map_async_with<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        callback: impl FnOnce(&Vec<R>) + Send + 'static,
+        error_callback: impl FnOnce(&Error) + Send + 'static,
+    ) -> AsyncResult<Vec<R>>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let callbacks = self.callback_thread().map(|thread| Callbacks {
+            on_value: Some(Box::new(callback) as OnValue<Vec<R>>),
+            on_error: Some(Box::new(error_callback) as OnError),
+            thread,
+        });
+        self.map_inner(f, items.into_iter().collect(), None, callbacks)
+    }
+
+    fn map_inner<F, A, R>(
+        &self,
+        f: F,
+        items: Vec<A>,
+        chunksize: Option<usize>,
+        callbacks: Option<Callbacks<Vec<R>>>,
+    ) -> AsyncResult<Vec<R>>
+    where
+        F: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let slot = Slot::new();
+        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes)).max(1);
+        let chunks: Vec<&[A]> = items.chunks(chunksize).collect();
+        let sink = Arc::new(MapSink {
+            slot: slot.clone(),
+            callbacks: Mutex::new(callbacks),
+            parts: Mutex::new(MapParts::new(chunks.len())),
+        });
+        if chunks.is_empty() {
+            sink.parts.lock().unwrap_or_else(|e| e.into_inner()).remaining = 1;
+            sink.complete_empty();
+            return AsyncResult::new(slot);
+        }
+        let tasks = chunks
+            .iter()
+            .enumerate()
+            .map(|(chunk, items)| {
+                Call::batch::<F, A, R>(f, items)
+                    .map(|call| Task { call, sink: sink.clone() as Arc<dyn Sink>, chunk })
+                    .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
+            })
+            .collect::<Result<Vec<Task>>>()
+            .and_then(|tasks| self.submit(tasks));
+        if let Err(error) = tasks {
+            sink.complete(0, Err(error));
+        }
+        AsyncResult::new(slot)
+    }
+
+    /// [`map`](Pool::map) for functions of several arguments, each item a tuple of them
+    /// (CPython's `starmap`).
+    ///
+    /// ```
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// let pool = multiproc_pool::Pool::new(2)?;
+    /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+    /// # Ok::<(), multiproc_pool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`map`](Pool::map).
+    pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        Star<F>: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map(Star(f), items)
+    }
+
+    /// [`starmap`](Pool::starmap) without waiting.
+    pub fn starmap_async<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> AsyncResult<Vec<R>>
+    where
+        Star<F>: Callable<A, R> + Copy,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.map_async(Star(f), items)
+    }
+
+    /// Applies `f` to the items lazily, yielding results in order (CPython's `imap`). Input is
+    /// pulled only as results are consumed, with a bounded number of tasks in flight, so an
+    /// endless iterator works. Chunk size 1 unless set with [`IMap::chunksize`].
+    pub fn imap<F, A, R, I>(&self, f: F, items: I) -> IMap<'_, F, I::IntoIter, A, R>
+    where
+        F: Callable<A, R> + Copy,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        IMap::new(self, f, items.into_iter(), true)
+    }
+
+    /// [`imap`](Pool::imap) yielding results as they complete (CPython's `imap_unordered`).
+    pub fn imap_unordered<F, A, R, I>(&self, f: F, items: I) -> IMap<'_, F, I::IntoIter, A, R>
+    where
+        F: Callable<A, R> + Copy,
+        I: IntoIterator<Item = A>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        IMap::new(self, f, items.into_iter(), false)
+    }
+
+    /// Refuses new tasks; the workers exit once the submitted ones are done.
+    pub fn close(&self) {
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*closed {
+            *closed = true;
+            let _ = self.tx.send(Command::Close);
+            self.wake();
+        }
+    }
+
+    /// Stops the workers now, even mid-task; unfinished tasks fail with
+    /// [`ErrorKind::Closed`].
+    pub fn terminate(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let _ = self.tx.send(Command::Terminate);
+        self.wake();
+        self.join_threads();
+    }
+
+    /// Waits for the workers to exit; call [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate) first.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Closed`] when the pool is still open (joining would wait forever).
+    pub fn join(&self) -> Result<()> {
+        if !*self.closed.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(Error::new(ErrorKind::Closed, "join needs a closed or terminated pool"));
+        }
+        self.join_threads();
+        Ok(())
+    }
+
+    fn join_threads(&self) {
+        let dispatcher = self.dispatcher.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = dispatcher {
+            let _ = handle.join();
+        }
+        let callbacks = self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((tx, handle)) = callbacks {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.close();
+        self.join_threads();
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> MapSink<R> {
+    fn complete_empty(&self) {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        parts.remaining = 0;
+        drop(parts);
+        match self.callbacks.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(callbacks) => callbacks.deliver_now(self.slot.clone(), Ok(Vec::new())),
+            None => self.slot.set(Ok(Vec::new())),
+        }
+    }
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+pub struct IMap<'p, F, I, A, R> {
+    pool: &'p Pool,
+    f: F,
+    input: I,
+    ordered: bool,
+    chunksize: usize,
+    sink: Arc<StreamSink<R>>,
+    rx: Receiver<(usize, Result<Vec<Result<R>>>)>,
+    /// Chunks submitted so far; the next chunk's index.
+    submitted: usize,
+    /// Chunks whose results have been received.
+    received: usize,
+    /// The next chunk to yield (ordered).
+    next: usize,
+    exhausted: bool,
+    waiting: BTreeMap<usize, VecDeque<Result<R>>>,
+    current: VecDeque<Result<R>>,
+    marker: std::marker::PhantomData<fn(A)>,
+}
+
+impl<F, I, A, R> fmt::Debug for IMap<'_, F, I, A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IMap")
+            .field("ordered", &self.ordered)
+            .field("chunksize", &self.chunksize)
+            .field("submitted", &self.submitted)
+            .field("received", &self.received)
+            .finish()
+    }
+}
+
+impl<'p, F, I, A, R> IMap<'p, F, I, A, R>
+where
+    F: Callable<A, R> + Copy,
+    I: Iterator<Item = A>,
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn new(pool: &'p Pool, f: F, input: I, ordered: bool) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        IMap {
+            pool,
+            f,
+            input,
+            ordered,
+            chunksize: 1,
+            sink: Arc::new(StreamSink { tx }),
+            rx,
+            submitted: 0,
+            received: 0,
+            next: 0,
+            exhausted: false,
+            waiting: BTreeMap::new(),
+            current: VecDeque::new(),
+            marker: std::marker::PhantomData,
+        }
+    }
+
+    /// Items per task (default 1); set before the first `next`.
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.chunksize = n.max(1);
+        self
+    }
+
+    /// Tasks kept in flight: enough to keep every worker busy with some ahead.
+    fn window(&self) -> usize {
+        self.pool.processes * 4
+    }
+
+    /// Submits chunks until the window is full or the input ends.
+    fn fill(&mut self) {
+        while !self.exhausted && self.submitted - self.received < self.window() {
+            let items: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
+            if items.is_empty() {
+                self.exhausted = true;
+                return;
+            }
+            let chunk = self.submitted;
+            self.submitted += 1;
+            let sink = self.sink.clone() as Arc<dyn Sink>;
+            let submitted = Call::batch::<F, A, R>(self.f, &items)
+                .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
+                .and_then(|call| self.pool.submit(vec![Task { call, sink: sink.clone(), chunk }]));
+            if let Err(error) = submitted {
+                // Yielded at this chunk's position, once per item.
+                let _ = self.sink.tx.send((chunk, Ok(items.iter().map(|_| Err(error.clone())).collect())));
+            }
+        }
+    }
+
+    /// The next result, waiting at most until `deadline`.
+    fn next_deadline(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        loop {
+            if let Some(item) = self.current.pop_front() {
+                return Some(item);
+            }
+            self.fill();
+            if self.ordered {
+                if let Some(items) = self.waiting.remove(&self.next) {
+                    self.next += 1;
+                    self.current = items;
+                    continue;
+                }
+            }
+            if self.received == self.submitted && self.exhausted {
+                return None;
+            }
+            let received = match deadline {
+                None => self.rx.recv().ok(),
+                Some(deadline) => match self.rx.recv_deadline(deadline) {
+                    Ok(message) => Some(message),
+                    Err(_) => {
+                        return Some(Err(Error::new(
+                            ErrorKind::Timeout,
+                            "timed out waiting for the next result",
+                        )));
+                    }
+                },
+            };
+            let Some((chunk, items)) = received else {
+                return Some(Err(Error::new(ErrorKind::Closed, "the pool stopped")));
+            };
+            self.received += 1;
+            let items: VecDeque<Result<R>> = match items {
+                Ok(items) => items.into(),
+                Err(error) => vec![Err(error)].into(),
+            };
+            if self.ordered {
+                self.waiting.insert(chunk, items);
+            } else {
+                self.current = items;
+            }
+        }
+    }
+
+    /// The next result, waiting at most `timeout`: `Some(Err)` with [`ErrorKind::Timeout`]
+    /// when it is not ready by then (call again to keep waiting), `None` at the end.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_deadline(Instant::now().checked_add(timeout))
+    }
+}
+
+impl<F, I, A, R> Iterator for IMap<'_, F, I, A, R>
+where
+    F: Callable<A, R> + Copy,
+    I: Iterator<Item = A>,
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_deadline(None)
+    }
+}
