@@ -190,6 +190,80 @@ def pipe_small_msgs_oneway():
     return "items/s", statistics.median(samples)
 
 
+# ---------------------------------------------------------------- pool
+
+# The same constants as crates/bench/src/pool.rs.
+POOL_WORKERS = 2
+MAP_ITEMS = 1_000_000
+IMAP_ITEMS = 100_000
+APPLY_ASYNC_ITEMS = 20_000
+APPLY_REPS = 500
+CPU_TASKS = 200
+CPU_TASK_SECONDS = 0.001
+
+
+def square(x):
+    return x * x
+
+
+def busy_1ms(x):
+    end = time.perf_counter() + CPU_TASK_SECONDS
+    while time.perf_counter() < end:
+        pass
+    return x
+
+
+def pool_rate(items, run, rounds=3):
+    with multiprocessing.Pool(POOL_WORKERS) as pool:
+        pool.map(square, range(POOL_WORKERS * 4))  # warm-up: every worker started
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run(pool)
+            samples.append(items / (time.perf_counter() - start))
+    return "items/s", statistics.median(samples)
+
+
+@workload("pool.map_square_1m")
+def pool_map():
+    def run(pool):
+        assert pool.map(square, range(MAP_ITEMS))[-1] == (MAP_ITEMS - 1) ** 2
+
+    return pool_rate(MAP_ITEMS, run)
+
+
+@workload("pool.imap_unordered_100k")
+def pool_imap_unordered():
+    def run(pool):
+        assert sum(1 for _ in pool.imap_unordered(square, range(IMAP_ITEMS), chunksize=1)) == IMAP_ITEMS
+
+    return pool_rate(IMAP_ITEMS, run, rounds=1)
+
+
+@workload("pool.apply_async_20k")
+def pool_apply_async():
+    def run(pool):
+        results = [pool.apply_async(square, (i,)) for i in range(APPLY_ASYNC_ITEMS)]
+        assert sum(r.get() for r in results) > 0
+
+    return pool_rate(APPLY_ASYNC_ITEMS, run)
+
+
+@workload("pool.apply_latency")
+def pool_apply_latency():
+    with multiprocessing.Pool(POOL_WORKERS) as pool:
+        pool.map(square, range(POOL_WORKERS * 4))
+        return "us", median_us(APPLY_REPS, lambda: pool.apply(square, (7,)), warmup=20)
+
+
+@workload("pool.cpu_1ms_tasks")
+def pool_cpu_tasks():
+    def run(pool):
+        assert len(pool.map(busy_1ms, range(CPU_TASKS), chunksize=1)) == CPU_TASKS
+
+    return pool_rate(CPU_TASKS, run)
+
+
 # ---------------------------------------------------------------- main
 
 

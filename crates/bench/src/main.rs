@@ -9,6 +9,7 @@
 //!   is better) or `ops/s`, `MB/s`, `items/s` (higher is better). Progress goes to stderr.
 
 mod pipe;
+mod pool;
 mod process;
 
 use std::process::ExitCode;
@@ -26,6 +27,11 @@ const WORKLOADS: &[(&str, Workload)] = &[
     ("pipe.throughput_1mib", pipe::throughput_1mib),
     ("pipe.small_msgs", pipe::small_msgs),
     ("pipe.small_msgs_oneway", pipe::small_msgs_oneway),
+    ("pool.map_square_1m", pool::map_square_1m),
+    ("pool.imap_unordered_100k", pool::imap_unordered_100k),
+    ("pool.apply_async_20k", pool::apply_async_20k),
+    ("pool.apply_latency", pool::apply_latency),
+    ("pool.cpu_1ms_tasks", pool::cpu_1ms_tasks),
 ];
 
 fn main() -> ExitCode {

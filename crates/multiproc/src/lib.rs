@@ -24,6 +24,7 @@
 //! |---|---|
 //! | [`process`] | `Process`, start methods, `current_process`, `active_children`, `cpu_count` |
 //! | [`pipe`] | `Connection`, `pipe`, `Listener`/`Client` (CPython-compatible, authenticated), `wait` |
+//! | [`pool`] | `Pool` (`apply`, `map`, `imap`, `starmap`, async forms, callbacks), `AsyncResult` |
 //! | [`wire`] | the codec, CPython's frame format, descriptors inside messages (`Fd`) |
 
 #[doc(inline)]
@@ -48,6 +49,14 @@ pub use multiproc_pipe as pipe;
 #[doc(no_inline)]
 pub use multiproc_pipe::{Address, Client, Connection, Listener, pipe, wait};
 
+#[cfg(feature = "pool")]
+#[doc(inline)]
+pub use multiproc_pool as pool;
+
+#[cfg(feature = "pool")]
+#[doc(no_inline)]
+pub use multiproc_pool::{AsyncResult, Pool};
+
 #[doc(no_inline)]
 pub use multiproc_wire::Fd;
 
@@ -56,6 +65,9 @@ pub mod prelude {
     #[cfg(feature = "pipe")]
     #[doc(no_inline)]
     pub use multiproc_pipe::{Connection, pipe};
+    #[cfg(feature = "pool")]
+    #[doc(no_inline)]
+    pub use multiproc_pool::Pool;
     #[cfg(feature = "process")]
     #[doc(no_inline)]
     pub use multiproc_process::{Process, StartMethod, current_process};

@@ -18,3 +18,15 @@ fn resolves_pipe_reexports() {
     let _ = multiproc::pipe::DEFAULT_MAX_MESSAGE;
     let _: Option<multiproc::Address> = None;
 }
+
+fn double(x: u32) -> u32 {
+    x * 2
+}
+
+#[test]
+fn resolves_pool_reexports() {
+    let pool = multiproc::Pool::new(1).expect("pool");
+    assert_eq!(pool.apply(double, 4).expect("apply"), 8);
+    let _: Option<multiproc::AsyncResult<u32>> = None;
+    let _ = multiproc::pool::ErrorKind::WorkerLost;
+}

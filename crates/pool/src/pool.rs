@@ -382,18 +382,18 @@ impl Pool {
             sink.complete_empty();
             return AsyncResult::new(slot);
         }
-        let tasks = chunks
-            .iter()
-            .enumerate()
-            .map(|(chunk, items)| {
-                Call::batch::<F, A, R>(f, items)
-                    .map(|call| Task { call, sink: sink.clone() as Arc<dyn Sink>, chunk })
-                    .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
-            })
-            .collect::<Result<Vec<Task>>>()
-            .and_then(|tasks| self.submit(tasks));
-        if let Err(error) = tasks {
-            sink.complete(0, Err(error));
+        // Each chunk is submitted as soon as it is encoded, so workers start while the
+        // next chunks are being encoded.
+        for (chunk, items) in chunks.iter().enumerate() {
+            let submitted = Call::batch::<F, A, R>(f, items)
+                .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
+                .and_then(|call| {
+                    self.submit(vec![Task { call, sink: sink.clone() as Arc<dyn Sink>, chunk }])
+                });
+            if let Err(error) = submitted {
+                sink.complete(chunk, Err(error));
+                break;
+            }
         }
         AsyncResult::new(slot)
     }

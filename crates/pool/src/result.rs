@@ -5,7 +5,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use multiproc_process::call::Reply;
+use multiproc_process::call::{Reply, Values};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -159,6 +159,14 @@ pub(crate) fn decode_items<R: DeserializeOwned>(reply: Result<Reply>) -> Result<
     Ok(items.into_iter().map(|item| item.map_err(Error::panicked)).collect())
 }
 
+/// Decodes a worker's reply into all its values, or the first error.
+pub(crate) fn decode_values<R: DeserializeOwned>(reply: Result<Reply>) -> Result<Vec<R>> {
+    match reply?.decode_values::<R>().map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))? {
+        Values::All(values) => Ok(values),
+        Values::Mixed(results) => results.into_iter().map(|r| r.map_err(Error::panicked)).collect(),
+    }
+}
+
 /// What the dispatcher hands each finished task to.
 pub(crate) trait Sink: Send + Sync {
     /// Task `chunk` of the job finished with `reply` (or failed as a whole).
@@ -252,7 +260,7 @@ impl<R> MapParts<R> {
 
 impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
     fn complete(&self, chunk: usize, reply: Result<Reply>) {
-        let items = decode_items::<R>(reply).and_then(|items| items.into_iter().collect::<Result<Vec<R>>>());
+        let items = decode_values::<R>(reply);
         let done = {
             let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
             if parts.failed {

@@ -132,8 +132,13 @@ impl Call {
     {
         const { assert!(std::mem::size_of::<C>() == 0, "a call target must not capture anything") };
         let _ = target;
-        let encoded =
-            multiproc_wire::encode(items).map_err(|e| Error::codec("cannot encode the arguments", e))?;
+        // Sized for the items' in-memory size: encodings are rarely larger, so no regrowth.
+        let mut encoded = multiproc_wire::Encoded {
+            bytes: Vec::with_capacity(std::mem::size_of_val(items) + 16),
+            fds: Vec::new(),
+        };
+        multiproc_wire::encode_into(items, &mut encoded.bytes, &mut encoded.fds)
+            .map_err(|e| Error::codec("cannot encode the arguments", e))?;
         let trampoline: CallEntry = trampoline::<C, A, R>;
         Ok(Call {
             exe: boot::exe_id(),
@@ -200,13 +205,16 @@ impl Call {
 /// The results of a [`Call`]: one `Result<R, Panic>` per item, encoded.
 #[derive(Serialize, Deserialize)]
 pub struct Reply {
+    /// Every item returned: `bytes` encode a `Vec<R>`, not a `Vec<Result<R, Panic>>`, which
+    /// is much cheaper to decode.
+    all_ok: bool,
     bytes: Bytes,
     fds: Vec<Fd>,
 }
 
 impl fmt::Debug for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply").field("bytes", &self.bytes.0.len()).finish()
+        f.debug_struct("Reply").field("all_ok", &self.all_ok).field("bytes", &self.bytes.0.len()).finish()
     }
 }
 
@@ -216,9 +224,35 @@ impl Reply {
     /// # Errors
     /// [`ErrorKind::Codec`] when they are not results of type `R`.
     pub fn decode<R: DeserializeOwned>(self) -> Result<Vec<std::result::Result<R, Panic>>> {
-        let fds = self.fds.into_iter().map(OwnedFd::from).collect();
-        multiproc_wire::decode(&self.bytes.0, fds).map_err(|e| Error::codec("cannot decode the results", e))
+        Ok(match self.decode_values::<R>()? {
+            Values::All(values) => values.into_iter().map(Ok).collect(),
+            Values::Mixed(results) => results,
+        })
     }
+
+    /// Decodes the results: all the values when every item returned, else one result per
+    /// item.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Codec`] when they are not results of type `R`.
+    pub fn decode_values<R: DeserializeOwned>(self) -> Result<Values<R>> {
+        let fds = self.fds.into_iter().map(OwnedFd::from).collect();
+        let decoded = if self.all_ok {
+            multiproc_wire::decode(&self.bytes.0, fds).map(Values::All)
+        } else {
+            multiproc_wire::decode(&self.bytes.0, fds).map(Values::Mixed)
+        };
+        decoded.map_err(|e| Error::codec("cannot decode the results", e))
+    }
+}
+
+/// The decoded results of a [`Call`].
+#[derive(Debug)]
+pub enum Values<R> {
+    /// Every item returned a value; here they are, in order.
+    All(Vec<R>),
+    /// At least one item panicked: every item's result, in order.
+    Mixed(Vec<std::result::Result<R, Panic>>),
 }
 
 fn type_hash<C, A, R>() -> u64 {
@@ -252,11 +286,28 @@ where
     // SAFETY: C is zero-sized (asserted above and in Call::batch) and a Callable, i.e. a fn
     // item, a non-capturing closure, or Star of one: it carries no state to rebuild.
     let target: C = unsafe { sys::conjure_zst::<C>() };
-    let results: Vec<std::result::Result<R, Panic>> =
-        items.into_iter().map(|item| catch_panic(|| target.call(item))).collect();
-    let encoded = multiproc_wire::encode(&results).map_err(|e| format!("cannot encode the results: {e}"))?;
+    // Values only, until an item panics (the common case decodes much faster).
+    let mut values: Vec<R> = Vec::with_capacity(items.len());
+    let mut mixed: Option<Vec<std::result::Result<R, Panic>>> = None;
+    for item in items {
+        let result = catch_panic(|| target.call(item));
+        match (&mut mixed, result) {
+            (None, Ok(value)) => values.push(value),
+            (None, Err(panic)) => {
+                let mut results: Vec<_> = values.drain(..).map(Ok).collect();
+                results.push(Err(panic));
+                mixed = Some(results);
+            }
+            (Some(results), result) => results.push(result),
+        }
+    }
+    let encoded = match &mixed {
+        None => multiproc_wire::encode(&values),
+        Some(results) => multiproc_wire::encode(results),
+    }
+    .map_err(|e| format!("cannot encode the results: {e}"))?;
     let fds = dup_all(&encoded.fds).map_err(|e| e.to_string())?;
-    Ok(Reply { bytes: Bytes(encoded.bytes), fds })
+    Ok(Reply { all_ok: mixed.is_none(), bytes: Bytes(encoded.bytes), fds })
 }
 
 thread_local! {

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-const CONFIG: bincode::config::Configuration = bincode::config::standard();
+const CONFIG: bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> =
+    bincode::config::standard().with_fixed_int_encoding();
 
 thread_local! {
     /// Descriptors met while encoding on this thread; `None` outside [`encode_into`].
