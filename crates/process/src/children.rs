@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -106,6 +107,8 @@ struct Registry {
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry { owner: 0, children: Vec::new() });
 static AT_EXIT: Once = Once::new();
+/// The pid of the last process that registered a child (0 before any).
+static REGISTERED_BY: AtomicI32 = AtomicI32::new(0);
 
 fn with_registry<T>(f: impl FnOnce(&mut Vec<Arc<Child>>) -> T) -> T {
     let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,16 +129,28 @@ pub(crate) fn register(child: Arc<Child>) {
         let _ = sys::atexit(at_exit);
     });
     with_registry(|children| children.push(child));
+    REGISTERED_BY.store(sys::getpid(), Ordering::Relaxed);
+}
+
+/// At the end of a child process (its target returned or failed), what CPython's
+/// `_exit_function` does there too: [`at_exit`]. A child that started no process of its own
+/// does nothing and takes no lock, so a child forked while another thread held the registry's
+/// lock cannot deadlock here.
+pub(crate) fn at_child_exit() {
+    if REGISTERED_BY.load(Ordering::Relaxed) == sys::getpid() {
+        at_exit();
+    }
 }
 
 /// Reaps every child that has exited and returns those still running.
+///
+/// The registry stays locked throughout (`poll_exit` never blocks), so that a concurrent call
+/// never sees it half empty.
 pub(crate) fn reap_finished() -> Vec<Arc<Child>> {
-    let mut all = with_registry(std::mem::take);
-    all.retain(|child| !matches!(child.poll_exit(), Ok(Some(_)) | Err(_)));
     with_registry(|children| {
-        children.extend(all.iter().cloned());
-    });
-    all
+        children.retain(|child| !matches!(child.poll_exit(), Ok(Some(_)) | Err(_)));
+        children.clone()
+    })
 }
 
 /// Python's exit behaviour: daemon children are terminated, the others joined; then the

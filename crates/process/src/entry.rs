@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use multiproc_wire::Error as WireError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -98,6 +99,13 @@ pub(crate) fn run_and_report<R: Serialize>(f: impl FnOnce() -> R, out: BorrowedF
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(value) => match transfer::send_value(out, &value) {
             Ok(()) => 0,
+            // Nothing was sent yet: the parent gets a codec error, not a bootstrap failure.
+            Err(err @ WireError::Encode(_)) => {
+                let message = format!("the child cannot encode its result: {err}");
+                eprintln!("multiproc: child process failed: {message}");
+                let _ = transfer::send_failure(out, transfer::TAG_UNENCODABLE, &message);
+                1
+            }
             Err(err) => report_failure(out, &format!("cannot send the result: {err}")),
         },
         Err(payload) => {
@@ -119,6 +127,6 @@ pub(crate) fn run_and_report<R: Serialize>(f: impl FnOnce() -> R, out: BorrowedF
 /// Reports a failure to run the target (on stderr and to the parent); returns exit code 1.
 pub(crate) fn report_failure(out: BorrowedFd<'_>, message: &str) -> i32 {
     eprintln!("multiproc: child process failed: {message}");
-    let _ = transfer::send_failure(out, message);
+    let _ = transfer::send_failure(out, transfer::TAG_FAILED, message);
     1
 }

@@ -50,6 +50,16 @@ pub(crate) fn spawn(child_sock: OwnedFd) -> Result<Served, String> {
         // Inherited through fork: the server belongs to our parent.
         *guard = None;
     }
+    if guard
+        .as_ref()
+        .is_some_and(|c| !matches!(wsys::wait_readable(c.pidfd.as_fd(), Some(Instant::now())), Ok(false)))
+    {
+        // The server has exited (killed, or crashed): reap it and start another, as CPython's
+        // ensure_running does, instead of failing this start.
+        if let Some(old) = guard.take() {
+            stop(old);
+        }
+    }
     if guard.is_none() {
         *guard = Some(start()?);
     }

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,24 @@ use crate::{StartMethod, forkserver, get_start_method, sys, transfer};
 
 /// How long to wait for a finished child's outcome to be readable.
 const OUTCOME_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a thread count above one is re-read before it is believed (see [`thread_count`]).
+const THREAD_SETTLE: Duration = Duration::from_millis(5);
+
+/// The number of threads of this process. A thread that was just joined stays listed for some
+/// microseconds after `join` returns (the kernel wakes the joiner before it releases the
+/// thread), so a count above one is re-read for a moment before it is believed.
+fn thread_count() -> usize {
+    let count = || std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+    let deadline = Instant::now() + THREAD_SETTLE;
+    loop {
+        let threads = count();
+        if threads <= 1 || Instant::now() >= deadline {
+            return threads;
+        }
+        std::thread::yield_now();
+    }
+}
 
 /// What a process runs: a function with arguments, or (fork only) a closure.
 trait Target: Send {
@@ -99,8 +118,9 @@ where
 /// # Lifetime
 /// Dropping a `Process` neither stops nor waits for the child. Finished children are reaped by
 /// [`join`](Process::join), [`active_children`](crate::active_children) and the next `start`;
-/// when the parent exits normally (returning from `main` or calling `std::process::exit`),
-/// daemon children are terminated and the others joined, as in CPython. A daemon child is also
+/// when the parent exits normally (returning from `main` or calling `std::process::exit`, or,
+/// in a child, when its target returns or panics), daemon children are terminated and the
+/// others joined, as in CPython. A daemon child is also
 /// killed (`SIGKILL`) when its parent dies abruptly; with the `Fork` and `Spawn` methods
 /// "parent" means the parent *thread* (Linux's `PR_SET_PDEATHSIG`), so start daemon children
 /// from a thread that outlives them, or use the default `ForkServer` method.
@@ -187,30 +207,31 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// [`ErrorKind::Codec`] when the arguments cannot be encoded; [`ErrorKind::Io`] or
     /// [`ErrorKind::ForkServer`] when the system refuses.
     pub fn start(&mut self) -> Result<()> {
-        if self.child.is_some() {
+        // The target stays until the child has its own copy: a start that is refused (or
+        // fails before a child exists) can be retried, for example with another method.
+        if self.child.is_some() || self.target.is_none() {
             return Err(Error::new(ErrorKind::AlreadyStarted, "process already started"));
         }
-        let Some(target) = self.target.take() else {
-            return Err(Error::new(ErrorKind::AlreadyStarted, "process already started"));
-        };
         // Like CPython's start(), reap children that have finished meanwhile.
         children::reap_finished();
         // Keeps this crate's pre-main constructor linked into every binary that starts processes.
         std::hint::black_box(&sys::ON_LOAD);
         let method = self.method.unwrap_or_else(get_start_method);
         let child = match method {
-            StartMethod::Fork => self.start_fork(target)?,
-            StartMethod::Spawn | StartMethod::ForkServer => self.start_fresh(target, method)?,
+            StartMethod::Fork => self.start_fork()?,
+            StartMethod::Spawn | StartMethod::ForkServer => self.start_fresh(method)?,
         };
+        // The child has its own copies of the target and of the argument descriptors now.
+        self.target = None;
         let child = Arc::new(child);
         children::register(child.clone());
         self.child = Some(child);
         Ok(())
     }
 
-    fn start_fork(&mut self, target: Box<dyn Target>) -> Result<Child> {
+    fn start_fork(&mut self) -> Result<Child> {
         if !self.allow_threads {
-            let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+            let threads = thread_count();
             if threads > 1 {
                 return Err(Error::new(
                     ErrorKind::Refused,
@@ -233,6 +254,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         match unsafe { sys::fork() }.map_err(|e| Error::io("fork", e))? {
             sys::Forked::Child => {
                 drop(ours);
+                let Some(target) = self.target.take() else { boot::exit_child(1) };
                 if self.daemon
                     && (sys::set_parent_death_signal(libc::SIGKILL).is_err() || sys::getppid() != parent_pid)
                 {
@@ -244,15 +266,15 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             }
             sys::Forked::Parent(pid) => {
                 drop(theirs);
-                drop(target);
+                self.target = None;
                 let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
                 Ok(Child::new(pid, self.name.clone(), self.daemon, pidfd, Watch::Direct, ours))
             }
         }
     }
 
-    fn start_fresh(&mut self, target: Box<dyn Target>, method: StartMethod) -> Result<Child> {
-        let Some(encoded) = target.encode() else {
+    fn start_fresh(&mut self, method: StartMethod) -> Result<Child> {
+        let Some(encoded) = self.target.as_ref().and_then(|target| target.encode()) else {
             return Err(Error::new(
                 ErrorKind::Refused,
                 format!("a closure can only run with the fork start method, not {method}"),
@@ -260,24 +282,20 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         };
         let (entry, args) = encoded.map_err(|e| Error::codec("cannot encode the arguments", e))?;
         let start = Start {
-            exe: boot::exe_id(),
             offset: entry.offset,
             type_hash: entry.type_hash,
             name: self.name.clone(),
             identity: self.identity.clone(),
             daemon: self.daemon,
             parent: current::as_parent(),
+            cwd: std::env::current_dir().ok().map(|dir| dir.into_os_string().into_vec()),
         };
-        let mut payload = multiproc_wire::encode(&start)
-            .map_err(|e| Error::codec("cannot encode the start message", e))?
-            .bytes;
-        payload.extend_from_slice(&args.bytes);
+        let payload = boot::start_payload(&start, &args.bytes)
+            .map_err(|e| Error::codec("cannot encode the start message", e))?;
         let (ours, theirs) = wsys::socketpair().map_err(|e| Error::io("socketpair", e))?;
         // The message waits in the socket (or a memfd) until the child reads it.
         transfer::send(ours.as_fd(), transfer::TAG_START, &payload, &args.fds)
             .map_err(|e| Error::codec("cannot send the start message", e))?;
-        // The child has its own copies of the argument descriptors now.
-        drop(target);
         match method {
             StartMethod::Spawn => {
                 let fd = if theirs.as_raw_fd() == 3 { 4 } else { 3 };
@@ -325,8 +343,8 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
     /// [`ErrorKind::Panicked`] (with [`Error::panic_message`] and [`Error::panic_location`]),
     /// [`ErrorKind::Exited`] or [`ErrorKind::Signaled`] when the child ended without a
     /// result, [`ErrorKind::Bootstrap`] when it could not run the target,
-    /// [`ErrorKind::Codec`] when the result cannot be decoded, [`ErrorKind::ResultTaken`] on a
-    /// second call.
+    /// [`ErrorKind::Codec`] when the result cannot be encoded or decoded,
+    /// [`ErrorKind::ResultTaken`] on a second call.
     pub fn result(&mut self) -> Result<R> {
         let code = self.join()?;
         if self.result_taken {
@@ -348,6 +366,11 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                 let message: String = multiproc_wire::decode(&bytes, Vec::new())
                     .unwrap_or_else(|_| "the child could not run its target".into());
                 Err(Error::new(ErrorKind::Bootstrap, message).with_code(Some(code)))
+            }
+            Ok((transfer::TAG_UNENCODABLE, bytes, _)) => {
+                let message: String = multiproc_wire::decode(&bytes, Vec::new())
+                    .unwrap_or_else(|_| "the child cannot encode its result".into());
+                Err(Error::new(ErrorKind::Codec, message).with_code(Some(code)))
             }
             Ok((tag, _, _)) => {
                 Err(Error::new(ErrorKind::Codec, format!("unexpected message {tag} from the child")))

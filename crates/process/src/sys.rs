@@ -125,7 +125,8 @@ pub(crate) fn init_signals() {
 }
 
 /// Moves `fd` to descriptor number `target` in this process and closes every descriptor above
-/// `target`. Used only in a freshly forked child that owns nothing else.
+/// `target`. Used only in a freshly forked child, or a fresh exec before `main`, that owns
+/// nothing else.
 pub(crate) fn keep_only(fd: OwnedFd, target: RawFd) -> io::Result<OwnedFd> {
     let raw = fd.as_raw_fd();
     if raw != target {

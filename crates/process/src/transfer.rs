@@ -24,6 +24,8 @@ pub(crate) const TAG_VALUE: u8 = 2;
 pub(crate) const TAG_PANIC: u8 = 3;
 /// The child could not run the target: a message.
 pub(crate) const TAG_FAILED: u8 = 4;
+/// The target returned a value that cannot be encoded: a message.
+pub(crate) const TAG_UNENCODABLE: u8 = 5;
 
 /// Sends `payload` with `fds` as one frame tagged `tag`.
 pub(crate) fn send(sock: BorrowedFd<'_>, tag: u8, payload: &[u8], fds: &[RawFd]) -> Result<(), WireError> {
@@ -84,8 +86,8 @@ pub(crate) fn send_panic(
     send(sock, TAG_PANIC, &encoded.bytes, &[])
 }
 
-/// Sends a failure report.
-pub(crate) fn send_failure(sock: BorrowedFd<'_>, message: &str) -> Result<(), WireError> {
+/// Sends a failure report: `tag` is [`TAG_FAILED`] or [`TAG_UNENCODABLE`].
+pub(crate) fn send_failure(sock: BorrowedFd<'_>, tag: u8, message: &str) -> Result<(), WireError> {
     let encoded = multiproc_wire::encode(message)?;
-    send(sock, TAG_FAILED, &encoded.bytes, &[])
+    send(sock, tag, &encoded.bytes, &[])
 }

@@ -9,8 +9,19 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-const CONFIG: bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> =
-    bincode::config::standard().with_fixed_int_encoding();
+/// The most bytes one decoded value may claim: a length read from untrusted bytes is checked
+/// against it before anything is allocated for it.
+pub const MAX_DECODED: usize = 1 << 30;
+
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::Limit<MAX_DECODED>,
+>;
+
+/// Fixed-width integers (encoding and decoding are copies, not varint loops) and a limit on
+/// what lengths may claim.
+const CONFIG: Config = bincode::config::standard().with_fixed_int_encoding().with_limit::<MAX_DECODED>();
 
 thread_local! {
     /// Descriptors met while encoding on this thread; `None` outside [`encode_into`].
@@ -116,4 +127,32 @@ pub(crate) fn take_in_fd(index: u32) -> Result<OwnedFd, &'static str> {
             .take()
             .ok_or("message refers to the same file descriptor twice")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_huge_claimed_lengths_without_allocating() {
+        // A String claiming u64::MAX / 2 bytes, then nothing.
+        let mut bytes = (u64::MAX / 2).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"abc");
+        assert!(decode::<String>(&bytes, Vec::new()).is_err());
+        let mut bytes = ((MAX_DECODED as u64) + 1).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[0; 16]);
+        assert!(decode::<Vec<u8>>(&bytes, Vec::new()).is_err());
+        assert!(decode::<Vec<u64>>(&bytes, Vec::new()).is_err());
+    }
+
+    #[test]
+    fn round_trips_values() {
+        let value = (1u64, -2i32, String::from("three"), vec![4u8, 5], Some(6.5f64));
+        let encoded = encode(&value).unwrap();
+        assert_eq!(
+            decode::<(u64, i32, String, Vec<u8>, Option<f64>)>(&encoded.bytes, Vec::new()).unwrap(),
+            value
+        );
+        assert!(decode::<u64>(&encoded.bytes, Vec::new()).is_err(), "trailing bytes are refused");
+    }
 }

@@ -30,6 +30,6 @@ pub mod frame;
 pub mod sys;
 
 pub use bytes::Bytes;
-pub use codec::{Encoded, decode, decode_prefix, encode, encode_into};
+pub use codec::{Encoded, MAX_DECODED, decode, decode_prefix, encode, encode_into};
 pub use error::Error;
 pub use fd::{Fd, fd_serde};
