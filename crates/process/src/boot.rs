@@ -3,7 +3,7 @@
 
 use std::ffi::CStr;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
 
@@ -68,32 +68,18 @@ pub(crate) extern "C" fn on_load(
     _: *const *const libc::c_char,
     _: *const *const libc::c_char,
 ) {
-    if let Some(fd) = take_env_fd(ENV_CHILD) {
-        // SAFETY: the parent placed our private socket at this descriptor number with
-        // posix_spawn and nothing else in this fresh process owns it.
-        let sock = unsafe { sys::adopt_fd(fd) };
+    if let Some(sock) = sys::take_inherited_fd(ENV_CHILD) {
         // As in CPython, a spawned child keeps only what it was given (and stdio), not the
         // inheritable descriptors that happened to be open in the parent.
         let Ok(sock) = sys::keep_only(sock, 3) else { sys::exit_now(1) };
         child_main(sock, None);
     }
-    if let Some(fd) = take_env_fd(ENV_FORKSERVER) {
-        // SAFETY: as above, for the forkserver's control socket.
-        let control = unsafe { sys::adopt_fd(fd) };
+    if let Some(control) = sys::take_inherited_fd(ENV_FORKSERVER) {
         // The server lives as long as its parent: an inherited descriptor would stay open
         // that long (a pipe's write end would keep its reader from ever seeing the end).
         let Ok(control) = sys::keep_only(control, 3) else { sys::exit_now(1) };
         forkserver::serve(control);
     }
-}
-
-fn take_env_fd(name: &CStr) -> Option<RawFd> {
-    let value = sys::getenv_early(name)?;
-    let fd = value.to_str().ok()?.parse::<RawFd>().ok();
-    sys::unset_env_early(name);
-    let fd = fd.filter(|&fd| fd > 2)?;
-    sys::set_cloexec(fd).ok()?;
-    Some(fd)
 }
 
 /// Receives the start message on `sock`, runs the target, reports, and exits.
@@ -127,9 +113,9 @@ fn run(sock: BorrowedFd<'_>, direct_parent: Option<i32>) -> Result<i32, String> 
     let Some((exe, payload)) = payload.split_first_chunk::<8>() else {
         return Err("the start message is too short".into());
     };
-    if u64::from_le_bytes(*exe) != exe_id() {
+    let Some(image) = sys::same_image(u64::from_le_bytes(*exe)) else {
         return Err("the child's executable is not the parent's".into());
-    }
+    };
     let (start, used): (Start, usize) = multiproc_wire::decode_prefix(payload, Vec::new())
         .map_err(|err| format!("cannot decode the start message: {err}"))?;
     if let Some(cwd) = &start.cwd {
@@ -146,9 +132,7 @@ fn run(sock: BorrowedFd<'_>, direct_parent: Option<i32>) -> Result<i32, String> 
         }
     }
     current::become_child(start.name, start.identity, start.daemon, start.parent);
-    // SAFETY: the offset was made by entry_for in the parent, whose executable image is ours
-    // (checked above: same file, same inode, same modification time).
-    let target = unsafe { entry::resolve(start.offset) };
+    let target: entry::RawEntry = sys::entry_at(start.offset, image);
     Ok(target(start.type_hash, &payload[used..], fds, sock))
 }
 

@@ -191,12 +191,10 @@ impl Call {
     /// [`ErrorKind::Bootstrap`] when the call was made by another executable, names another
     /// function, or its arguments do not decode.
     pub fn run(self) -> Result<Reply> {
-        if self.exe != boot::exe_id() {
+        let Some(image) = sys::same_image(self.exe) else {
             return Err(Error::new(ErrorKind::Bootstrap, "the call was made by another executable"));
-        }
-        // SAFETY: the offset was made by `Call::batch` from a CallEntry in a process running
-        // this same executable image (checked just above).
-        let target: CallEntry = unsafe { sys::fn_at(entry::anchor(), self.offset as isize) };
+        };
+        let target: CallEntry = sys::entry_at(self.offset, image);
         let fds = self.fds.into_iter().map(OwnedFd::from).collect();
         target(self.type_hash, &self.args.0, fds).map_err(|e| Error::new(ErrorKind::Bootstrap, e))
     }
@@ -262,11 +260,8 @@ fn type_hash<C, A, R>() -> u64 {
 fn dup_all(fds: &[std::os::fd::RawFd]) -> Result<Vec<Fd>> {
     fds.iter()
         .map(|&fd| {
-            // SAFETY: the descriptors were just produced by encoding a value that the caller
-            // still holds, so they are open.
-            unsafe { sys::dup_raw(fd) }
-                .map(Fd::from)
-                .map_err(|e| Error::io("cannot duplicate a descriptor", e))
+            // The descriptors come from encoding a value that the caller still holds.
+            sys::dup_fd_number(fd).map(Fd::from).map_err(|e| Error::io("cannot duplicate a descriptor", e))
         })
         .collect()
 }
@@ -283,9 +278,7 @@ where
     let items: Vec<A> =
         multiproc_wire::decode(args, fds).map_err(|e| format!("cannot decode the arguments: {e}"))?;
     const { assert!(std::mem::size_of::<C>() == 0) };
-    // SAFETY: C is zero-sized (asserted above and in Call::batch) and a Callable, i.e. a fn
-    // item, a non-capturing closure, or Star of one: it carries no state to rebuild.
-    let target: C = unsafe { sys::conjure_zst::<C>() };
+    let target: C = sys::rebuild_target::<C, A, R>();
     // Values only, until an item panics (the common case decodes much faster).
     let mut values: Vec<R> = Vec::with_capacity(items.len());
     let mut mixed: Option<Vec<std::result::Result<R, Panic>>> = None;

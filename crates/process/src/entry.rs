@@ -45,15 +45,6 @@ where
     Entry { offset: (trampoline as usize).wrapping_sub(anchor()) as i64, type_hash: type_hash::<F, A, R>() }
 }
 
-/// Resolves `offset` back into a trampoline.
-///
-/// # Safety
-/// The offset must have been made by [`entry_for`] in a process running this same executable.
-pub(crate) unsafe fn resolve(offset: i64) -> RawEntry {
-    // SAFETY: guaranteed by the caller: the offset names a RawEntry of this image.
-    unsafe { sys::fn_at::<RawEntry>(anchor(), offset as isize) }
-}
-
 fn type_hash<F, A, R>() -> u64 {
     fnv1a(type_name::<(F, A, R)>().as_bytes())
 }
@@ -77,9 +68,7 @@ where
         Err(err) => return report_failure(out, &format!("cannot decode the arguments: {err}")),
     };
     const { assert!(std::mem::size_of::<F>() == 0) };
-    // SAFETY: F is zero-sized (asserted above and when the entry was made) and implements Fn,
-    // so it is a fn item or a closure capturing nothing: it carries no state to rebuild.
-    let target: F = unsafe { sys::conjure_zst::<F>() };
+    let target: F = sys::rebuild_target::<F, A, R>();
     run_and_report(move || target(args), out)
 }
 

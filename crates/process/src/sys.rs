@@ -152,22 +152,29 @@ pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Takes ownership of descriptor number `fd`, inherited across `exec`.
-///
-/// # Safety
-/// `fd` must be open and owned by nothing else in this process.
-pub(crate) unsafe fn adopt_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: guaranteed by the caller.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// Takes the descriptor named by environment variable `name` (a decimal number set by the
+/// parent that started this process), once: the variable is removed, so no second call can
+/// adopt the same descriptor. Only numbers above 2 that are open are accepted; the descriptor
+/// is made close-on-exec. Called before `main`, single-threaded.
+pub(crate) fn take_inherited_fd(name: &CStr) -> Option<OwnedFd> {
+    let value = getenv_early(name)?;
+    let fd = value.to_str().ok().and_then(|v| v.parse::<RawFd>().ok());
+    unset_env_early(name);
+    let fd = fd.filter(|&fd| fd > 2)?;
+    set_cloexec(fd).ok()?;
+    // SAFETY: the parent placed this descriptor here for us (posix_spawn's dup2, or the
+    // forkserver's keep_only) and named it in the variable just removed; it is open (set_cloexec
+    // succeeded) and nothing else in this fresh process knows the number.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Duplicates raw descriptor `fd` (`F_DUPFD_CLOEXEC`).
-///
-/// # Safety
-/// `fd` must be open for the duration of the call.
-pub(crate) unsafe fn dup_raw(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: the caller guarantees `fd` is open; the borrow ends with this call.
-    unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+/// Duplicates descriptor number `fd` (`F_DUPFD_CLOEXEC`); fails with `EBADF` when it is not
+/// open.
+pub(crate) fn dup_fd_number(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on any integer is memory-safe; at worst it fails with EBADF.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// The credentials (pid, uid) of the peer of a Unix socket (`SO_PEERCRED`).
@@ -275,29 +282,37 @@ fn check_spawn(ret: libc::c_int) -> io::Result<()> {
     if ret == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(ret)) }
 }
 
-/// Conjures the value of a zero-sized type.
-///
-/// # Safety
-/// `T` must be zero-sized and inhabited, with no invariant tied to how a value is made: a
-/// function item or a closure that captures nothing (or only such values).
-pub(crate) unsafe fn conjure_zst<T>() -> T {
-    assert_eq!(mem::size_of::<T>(), 0);
-    // SAFETY: reading a zero-sized value through a dangling (non-null, aligned) pointer reads no
-    // bytes; the caller guarantees that making one out of nothing breaks no invariant of `T`.
-    unsafe { std::ptr::NonNull::<T>::dangling().read() }
+/// Rebuilds a call target from its type alone: a `fn` item, a closure that captures
+/// nothing, or [`Star`](crate::call::Star) of one, all zero-sized.
+pub(crate) fn rebuild_target<C: crate::call::Callable<A, R>, A, R>() -> C {
+    const { assert!(mem::size_of::<C>() == 0, "a call target must not capture anything") };
+    // SAFETY: C is zero-sized (asserted at compile time), so reading it through a dangling
+    // (non-null, aligned) pointer reads no bytes; Callable is implemented only for Fn types
+    // and Star, so C is a fn item or a closure over zero-sized captures, which carry no
+    // invariant that making one out of nothing could break.
+    unsafe { std::ptr::NonNull::<C>::dangling().read() }
 }
 
-/// The address `offset` bytes from `base`, as an entry point of type `E` (a `fn` pointer).
-///
-/// # Safety
-/// `base + offset` must be the address of a function of exactly type `E` in this executable
-/// image: the offset must come from the same image (checked by the caller by comparing the
-/// executable's identity) and from a function of type `E`.
-pub(crate) unsafe fn fn_at<E: Copy>(base: usize, offset: isize) -> E {
-    assert_eq!(mem::size_of::<E>(), mem::size_of::<usize>());
-    let addr = base.wrapping_add(offset as usize);
-    // SAFETY: the caller guarantees `addr` is a function of type `E`; fn pointers and usize
-    // have the same size (checked above).
+/// Proof that a message was made by a process running this same executable image, so that
+/// code offsets in it are valid here.
+#[derive(Debug)]
+pub(crate) struct SameImage(());
+
+/// The proof, when the executable identity a message claims is ours.
+pub(crate) fn same_image(claimed: u64) -> Option<SameImage> {
+    (claimed != 0 && claimed == crate::boot::exe_id()).then_some(SameImage(()))
+}
+
+/// The function `offset` bytes from [`entry::anchor`](crate::entry::anchor) in this image, as
+/// an entry of type `E`. Offsets are only made (by `entry::entry_for` and `call::Call::batch`)
+/// from functions of the type their message kind names: `RawEntry` for start messages,
+/// `CallEntry` for calls.
+pub(crate) fn entry_at<E: Copy>(offset: i64, _proof: SameImage) -> E {
+    const { assert!(mem::size_of::<E>() == mem::size_of::<usize>()) };
+    let addr = crate::entry::anchor().wrapping_add(offset as usize);
+    // SAFETY: `_proof` shows the offset was computed, in a process running this same image,
+    // from a function of type E (see above); functions keep their relative offsets within an
+    // image whatever its load address. E is a fn pointer type of usize's size (asserted).
     unsafe { mem::transmute_copy::<usize, E>(&addr) }
 }
 
