@@ -1,5 +1,5 @@
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use serde::de::Error as _;
 use serde::ser::Error as _;
@@ -79,15 +79,6 @@ impl AsRawFd for Fd {
 impl IntoRawFd for Fd {
     fn into_raw_fd(self) -> RawFd {
         self.0.into_raw_fd()
-    }
-}
-
-impl FromRawFd for Fd {
-    /// # Safety
-    /// `fd` must be an open descriptor that nothing else owns.
-    unsafe fn from_raw_fd(fd: RawFd) -> Fd {
-        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
-        Fd(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }
 

@@ -325,3 +325,12 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> 
     }
     Ok(())
 }
+
+impl FromRawFd for crate::Fd {
+    /// # Safety
+    /// `fd` must be an open descriptor that nothing else owns.
+    unsafe fn from_raw_fd(fd: RawFd) -> crate::Fd {
+        // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
+        crate::Fd::new(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
