@@ -27,7 +27,7 @@ const LEGACY_LENGTHS: [usize; 2] = [20, 16];
 const MAX_AUTH_FRAME: u64 = 256;
 
 /// Sends a challenge and checks the answer; tells the peer the verdict.
-pub(crate) fn deliver_challenge(conn: &mut Connection, key: &[u8], deadline: Instant) -> Result<()> {
+pub(crate) fn deliver_challenge(conn: &mut Connection, key: &[u8], deadline: Option<Instant>) -> Result<()> {
     let mut random = [0u8; MESSAGE_LENGTH];
     sys::random_bytes(&mut random)?;
     let mut message = b"{sha256}".to_vec();
@@ -44,7 +44,7 @@ pub(crate) fn deliver_challenge(conn: &mut Connection, key: &[u8], deadline: Ins
 }
 
 /// Answers the peer's challenge and reads its verdict.
-pub(crate) fn answer_challenge(conn: &mut Connection, key: &[u8], deadline: Instant) -> Result<()> {
+pub(crate) fn answer_challenge(conn: &mut Connection, key: &[u8], deadline: Option<Instant>) -> Result<()> {
     let challenge = recv_auth(conn, deadline)?;
     let Some(message) = challenge.strip_prefix(CHALLENGE) else {
         return Err(Error::Auth("protocol error: expected a challenge".into()));
@@ -61,10 +61,10 @@ pub(crate) fn answer_challenge(conn: &mut Connection, key: &[u8], deadline: Inst
     }
 }
 
-fn recv_auth(conn: &mut Connection, deadline: Instant) -> Result<Vec<u8>> {
+fn recv_auth(conn: &mut Connection, deadline: Option<Instant>) -> Result<Vec<u8>> {
     let max = conn.max_message_size();
     conn.set_max_message_size(MAX_AUTH_FRAME);
-    let result = conn.recv_bytes_deadline(Some(deadline));
+    let result = conn.recv_bytes_deadline(deadline);
     conn.set_max_message_size(max);
     match result {
         Ok(bytes) => Ok(bytes),

@@ -42,7 +42,9 @@ struct Spin {
 
 impl Spin {
     fn new() -> Spin {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Read once: available_parallelism reads cgroup files.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         Spin { budget: if cores > 1 { MAX_SPIN } else { Duration::ZERO } }
     }
 
@@ -92,8 +94,14 @@ pub struct Connection {
     rbuf: Vec<u8>,
     rpos: usize,
     rend: usize,
-    /// Descriptors received and not yet claimed by a message, in arrival order.
-    rfds: VecDeque<OwnedFd>,
+    /// Descriptors received and not yet claimed by a message, in arrival order, each with the
+    /// stream offset of the last byte of the read that brought it. The kernel delivers a
+    /// sender's descriptors with the read that reaches the first byte of its `sendmsg` and ends
+    /// that read inside the same `sendmsg`, whose bytes all belong to one frame: so that offset
+    /// lies inside the frame the descriptors were sent with.
+    rfds: VecDeque<(u64, OwnedFd)>,
+    /// Bytes received from the stream so far.
+    received: u64,
     /// A large message being received straight into its own buffer: (buffer, bytes filled).
     big: Option<(Vec<u8>, usize)>,
     /// Bytes of an oversized message still to discard.
@@ -150,6 +158,7 @@ impl Connection {
             rpos: 0,
             rend: 0,
             rfds: VecDeque::new(),
+            received: 0,
             big: None,
             skip: 0,
             scratch: Vec::new(),
@@ -212,7 +221,14 @@ impl Connection {
     /// return [`Error::Closed`].
     pub fn close(&mut self) {
         self.fd = None;
+        // What was received and not read is gone with the connection: it must not make the
+        // connection look ready (`wait`), nor hold memory.
         self.rfds.clear();
+        self.rbuf = Vec::new();
+        self.rpos = 0;
+        self.rend = 0;
+        self.big = None;
+        self.skip = 0;
     }
 
     /// The underlying descriptor (CPython's `fileno`), or `None` once closed.
@@ -305,7 +321,7 @@ impl Connection {
 
     fn write_frame(&self, fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> Result<()> {
         match self.transport {
-            Transport::Pipe => frame::write_all(fd, parts, None)?,
+            Transport::Pipe => sys::without_sigpipe(|| frame::write_all(fd, parts, None))?,
             _ => frame::send_all(fd, parts, fds, None)?,
         }
         Ok(())
@@ -334,7 +350,10 @@ impl Connection {
     }
 
     pub(crate) fn recv_bytes_deadline(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
-        match self.read_frame(deadline)? {
+        let body = self.read_frame(deadline)?;
+        // Descriptors sent with the message are not wanted: close them.
+        drop(self.take_fds());
+        match body {
             Body::Buffered(start, len) => Ok(self.rbuf[start..start + len].to_vec()),
             Body::Owned(bytes) => Ok(bytes),
         }
@@ -347,6 +366,7 @@ impl Connection {
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::BufferTooShort`].
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         let body = self.read_frame(None)?;
+        drop(self.take_fds());
         let bytes = match &body {
             Body::Buffered(start, len) => &self.rbuf[*start..start + len],
             Body::Owned(bytes) => bytes.as_slice(),
@@ -377,6 +397,7 @@ impl Connection {
 
     fn recv_deadline<T: DeserializeOwned>(&mut self, deadline: Option<Instant>) -> Result<T> {
         let body = self.read_frame(deadline)?;
+        let fds = self.take_fds();
         let bytes = match &body {
             Body::Buffered(start, len) => &self.rbuf[*start..start + len],
             Body::Owned(bytes) => bytes.as_slice(),
@@ -385,13 +406,12 @@ impl Connection {
             return Err(Error::Decode("empty message".into()));
         };
         let nfds = usize::from(nfds);
-        if self.rfds.len() < nfds {
+        if fds.len() < nfds {
             return Err(Error::Decode(format!(
                 "message refers to {nfds} file descriptors but {} arrived",
-                self.rfds.len()
+                fds.len()
             )));
         }
-        let fds: Vec<OwnedFd> = self.rfds.drain(..nfds).collect();
         Ok(multiproc_wire::decode(encoded, fds)?)
     }
 
@@ -409,6 +429,22 @@ impl Connection {
         Ok(wsys::wait_readable(fd, deadline)?)
     }
 
+    /// The stream offset of the next byte to consume.
+    fn consumed(&self) -> u64 {
+        self.received - (self.rend - self.rpos) as u64
+    }
+
+    /// Takes the descriptors that came with the bytes consumed so far: right after a whole
+    /// message, the ones sent with it (earlier messages have taken or dropped theirs).
+    fn take_fds(&mut self) -> Vec<OwnedFd> {
+        let consumed = self.consumed();
+        let mut fds = Vec::new();
+        while self.rfds.front().is_some_and(|(at, _)| *at < consumed) {
+            fds.extend(self.rfds.pop_front().map(|(_, fd)| fd));
+        }
+        fds
+    }
+
     /// Whether received bytes are waiting in this handle's buffer.
     pub(crate) fn has_buffered(&self) -> bool {
         self.rend > self.rpos || self.big.is_some()
@@ -423,6 +459,8 @@ impl Connection {
             return self.finish_big(deadline);
         }
         self.discard_skipped(deadline)?;
+        // Descriptors of messages skipped or cut short are closed.
+        drop(self.take_fds());
         if self.rend == self.rpos {
             // Nothing buffered: start afresh at the beginning of the buffer.
             self.rpos = 0;
@@ -538,12 +576,19 @@ impl Connection {
                 _ => {
                     let mut fds = Vec::new();
                     let result = wsys::recv_with_fds(fd, buf, &mut fds, true);
-                    self.rfds.extend(fds);
+                    if let Ok(n) = result {
+                        // The offset of the last byte of this read (see `rfds`).
+                        let at = (self.received + n as u64).saturating_sub(1);
+                        self.rfds.extend(fds.into_iter().map(|fd| (at, fd)));
+                    }
                     result
                 }
             };
             match result {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.received += n as u64;
+                    return Ok(n);
+                }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(err) if err.kind() == io::ErrorKind::ConnectionReset => return Ok(0),
                 Err(err) => return Err(err.into()),

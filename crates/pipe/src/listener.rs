@@ -1,4 +1,5 @@
 use std::fmt;
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
@@ -48,9 +49,21 @@ impl fmt::Display for Address {
 impl FromStr for Address {
     type Err = std::convert::Infallible;
 
-    /// `host:port` (an IP address) is TCP, `@name` an abstract socket, anything else a path.
+    /// `host:port` is TCP (an IP address, or a host name that resolves, such as
+    /// `localhost:6000`), `@name` an abstract socket, anything else a path.
     fn from_str(s: &str) -> std::result::Result<Address, Self::Err> {
+        use std::net::ToSocketAddrs;
+        let resolved = || {
+            let (_, port) = s.rsplit_once(':')?;
+            port.parse::<u16>().ok()?;
+            if s.contains('/') {
+                return None;
+            }
+            s.to_socket_addrs().ok()?.next()
+        };
         if let Ok(addr) = s.parse::<SocketAddr>() {
+            Ok(Address::Tcp(addr))
+        } else if let Some(addr) = resolved() {
             Ok(Address::Tcp(addr))
         } else if let Some(name) = s.strip_prefix('@') {
             Ok(Address::Abstract(name.as_bytes().to_vec()))
@@ -152,15 +165,19 @@ impl Listener {
         let (socket, address) = match address {
             Address::Unix(path) => {
                 let listener = UnixListener::bind(&path)?;
+                listener.set_nonblocking(true)?;
                 let inode = std::fs::metadata(&path)?.ino();
                 (Socket::Unix(listener, Some((path.clone(), inode))), Address::Unix(path))
             }
             Address::Abstract(name) => {
                 let addr = UnixAddr::from_abstract_name(&name)?;
-                (Socket::Unix(UnixListener::bind_addr(&addr)?, None), Address::Abstract(name))
+                let listener = UnixListener::bind_addr(&addr)?;
+                listener.set_nonblocking(true)?;
+                (Socket::Unix(listener, None), Address::Abstract(name))
             }
             Address::Tcp(addr) => {
                 let listener = TcpListener::bind(addr)?;
+                listener.set_nonblocking(true)?;
                 let bound = listener.local_addr()?;
                 (Socket::Tcp(listener), Address::Tcp(bound))
             }
@@ -205,15 +222,25 @@ impl Listener {
             Socket::Unix(l, _) => l.as_fd(),
             Socket::Tcp(l) => l.as_fd(),
         };
-        if !wsys::wait_readable(fd, deadline)? {
-            return Err(Error::Timeout);
-        }
-        let mut conn = match &self.socket {
-            Socket::Unix(l, _) => Connection::from(l.accept()?.0),
-            Socket::Tcp(l) => Connection::from(l.accept()?.0),
+        let mut conn = loop {
+            if !wsys::wait_readable(fd, deadline)? {
+                return Err(Error::Timeout);
+            }
+            // The socket is non-blocking: when another thread took the client since `poll`
+            // saw it, wait again instead of blocking past the deadline.
+            let accepted = match &self.socket {
+                Socket::Unix(l, _) => l.accept().map(|(s, _)| Connection::from(s)),
+                Socket::Tcp(l) => l.accept().map(|(s, _)| Connection::from(s)),
+            };
+            match accepted {
+                Ok(conn) => break conn,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Err(err.into()),
+            }
         };
         if let Some(key) = &self.authkey {
-            let deadline = Instant::now() + self.handshake_timeout;
+            // No deadline when the limit is too far away to represent.
+            let deadline = wsys::deadline_after(self.handshake_timeout);
             auth::deliver_challenge(&mut conn, key, deadline)?;
             auth::answer_challenge(&mut conn, key, deadline)?;
         }
@@ -274,7 +301,7 @@ impl Client {
     /// [`Error::Auth`] when either side rejects the other's key; the operating system's error
     /// (`ECONNREFUSED`, `ENOENT`, ...).
     pub fn connect(&self) -> Result<Connection> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = wsys::deadline_after(self.timeout);
         let mut conn = match &self.address {
             Address::Unix(path) => Connection::from(UnixStream::connect(path)?),
             Address::Abstract(name) => {

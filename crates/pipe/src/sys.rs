@@ -49,3 +49,54 @@ pub(crate) fn socket_domain(fd: BorrowedFd<'_>) -> Option<i32> {
     };
     (ret == 0).then_some(domain)
 }
+
+/// Runs `write` with `SIGPIPE` blocked in the calling thread and discards the `SIGPIPE` it
+/// raised, if any: writing to a pipe whose reader has gone then fails with `EPIPE` whatever
+/// the process does with `SIGPIPE` (sockets use `MSG_NOSIGNAL` instead; pipes have no such
+/// flag). A `SIGPIPE` that was already pending before is left pending.
+pub(crate) fn without_sigpipe<T, E>(write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    let sigpipe = sigpipe_set();
+    // SAFETY: sigset_t is plain old data, all-zero is an empty set; pthread_sigmask fills it.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are valid; blocking a signal in this thread has no other effect. With
+    // valid arguments pthread_sigmask cannot fail.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigpipe, &mut old) };
+    // SAFETY: `old` was filled by pthread_sigmask.
+    let was_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
+    // An unblocked SIGPIPE cannot be pending for this thread: it would have been delivered.
+    let pending_before = was_blocked && sigpipe_pending();
+    let result = write();
+    if result.is_err() && !pending_before && sigpipe_pending() {
+        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: the set and timeout are valid; SIGPIPE is blocked, so this only takes the
+        // pending signal off the queue.
+        let _ = cvt_retry(|| unsafe { libc::sigtimedwait(&sigpipe, std::ptr::null_mut(), &zero) });
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    result
+}
+
+/// The set holding only `SIGPIPE`.
+fn sigpipe_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain old data, initialised by sigemptyset; sigaddset with a valid
+    // signal number cannot fail.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        set
+    }
+}
+
+/// Whether a `SIGPIPE` is pending for this thread or the process.
+fn sigpipe_pending() -> bool {
+    // SAFETY: sigset_t is plain old data; sigpending fills it.
+    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `pending` is writable.
+    if unsafe { libc::sigpending(&mut pending) } != 0 {
+        return false;
+    }
+    // SAFETY: `pending` was filled by sigpending.
+    unsafe { libc::sigismember(&pending, libc::SIGPIPE) == 1 }
+}

@@ -9,19 +9,46 @@ use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-/// The most bytes one decoded value may claim: a length read from untrusted bytes is checked
-/// against it before anything is allocated for it.
-pub const MAX_DECODED: usize = 1 << 30;
+/// The most bytes one decoded value may claim, whatever its size: a length read from
+/// untrusted bytes is checked against the value's allowance before anything is allocated.
+pub const MAX_DECODED: usize = 4 << 30;
 
-type Config = bincode::config::Configuration<
+/// How much memory a value may claim per byte of its encoding. Decoded values are rarely more
+/// than a few times larger in memory than encoded (an empty `String` is 24 bytes for its
+/// 8-byte length); a garbage length claiming more is refused.
+const CLAIM_PER_BYTE: usize = 16;
+
+type Config<const LIMIT: usize> = bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Fixint,
-    bincode::config::Limit<MAX_DECODED>,
+    bincode::config::Limit<LIMIT>,
 >;
 
 /// Fixed-width integers (encoding and decoding are copies, not varint loops) and a limit on
 /// what lengths may claim.
-const CONFIG: Config = bincode::config::standard().with_fixed_int_encoding().with_limit::<MAX_DECODED>();
+const fn config<const LIMIT: usize>() -> Config<LIMIT> {
+    bincode::config::standard().with_fixed_int_encoding().with_limit::<LIMIT>()
+}
+
+/// Encoding has no limit of its own (the value is ours).
+const CONFIG: Config<MAX_DECODED> = config::<MAX_DECODED>();
+
+/// Decodes with an allowance scaled to the input: a few tiers, since bincode's limit is a
+/// constant.
+fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    let allowance = bytes.len().saturating_mul(CLAIM_PER_BYTE).saturating_add(4096);
+    if allowance <= 64 << 10 {
+        bincode::serde::decode_from_slice(bytes, config::<{ 64 << 10 }>())
+    } else if allowance <= 1 << 20 {
+        bincode::serde::decode_from_slice(bytes, config::<{ 1 << 20 }>())
+    } else if allowance <= 16 << 20 {
+        bincode::serde::decode_from_slice(bytes, config::<{ 16 << 20 }>())
+    } else if allowance <= 256 << 20 {
+        bincode::serde::decode_from_slice(bytes, config::<{ 256 << 20 }>())
+    } else {
+        bincode::serde::decode_from_slice(bytes, config::<MAX_DECODED>())
+    }
+}
 
 thread_local! {
     /// Descriptors met while encoding on this thread; `None` outside [`encode_into`].
@@ -101,7 +128,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T,
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<(T, usize), Error> {
     let received = fds.into_iter().map(Some).collect();
     let previous = IN_FDS.with(|cell| cell.replace(Some(received)));
-    let result = bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG);
+    let result = decode_limited::<T>(bytes);
     drop(IN_FDS.with(|cell| cell.replace(previous)));
     result.map_err(|err| Error::Decode(err.to_string()))
 }
@@ -139,7 +166,7 @@ mod tests {
         let mut bytes = (u64::MAX / 2).to_le_bytes().to_vec();
         bytes.extend_from_slice(b"abc");
         assert!(decode::<String>(&bytes, Vec::new()).is_err());
-        let mut bytes = ((MAX_DECODED as u64) + 1).to_le_bytes().to_vec();
+        let mut bytes = (1u64 << 21).to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0; 16]);
         assert!(decode::<Vec<u8>>(&bytes, Vec::new()).is_err());
         assert!(decode::<Vec<u64>>(&bytes, Vec::new()).is_err());

@@ -39,16 +39,20 @@ pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Room for one `SCM_RIGHTS` message of [`MAX_FDS`] descriptors (`CMSG_SPACE(253 * 4)` is
+/// 1032 on 64-bit Linux) with margin.
+const CMSG_BUF_LEN: usize = 1280;
+
 /// Space for a control message carrying [`MAX_FDS`] descriptors, aligned for `cmsghdr`.
 #[repr(C)]
 struct CmsgBuf {
     _align: [libc::cmsghdr; 0],
-    bytes: [u8; 1024],
+    bytes: [u8; CMSG_BUF_LEN],
 }
 
 impl CmsgBuf {
     fn new() -> CmsgBuf {
-        CmsgBuf { _align: [], bytes: [0; 1024] }
+        CmsgBuf { _align: [], bytes: [0; CMSG_BUF_LEN] }
     }
 }
 
@@ -98,7 +102,7 @@ fn send_with_fds_flags(
         let data_len = mem::size_of_val(fds) as u32;
         // SAFETY: CMSG_SPACE is a pure computation on a length.
         let space = unsafe { libc::CMSG_SPACE(data_len) } as usize;
-        debug_assert!(space <= cmsg.bytes.len());
+        assert!(space <= cmsg.bytes.len(), "control buffer too small for {} descriptors", fds.len());
         msg.msg_control = cmsg.bytes.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
         // SAFETY: msg_control points at `space` writable, cmsghdr-aligned bytes, so the first

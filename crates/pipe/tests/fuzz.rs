@@ -1,0 +1,394 @@
+//! Tests for bad input, property style: thousands of random byte strings, random frames with
+//! valid headers and garbage bodies, and huge claimed lengths fed to a `Connection` through a
+//! raw socket, and random frames thrown at both sides of the authkey handshake. Nothing may
+//! panic, hang, or allocate what a peer merely claims. A counting allocator in this test
+//! binary records the largest allocation each thread asks for.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Shutdown;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use multiproc_pipe::{Client, Connection, DEFAULT_MAX_MESSAGE, Error, Listener};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The global allocator of this test binary: the system's, recording per thread the largest
+/// block asked for.
+mod sys {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note(size: usize) {
+        // A const-initialised Cell without a destructor: no allocation, usable at any time.
+        let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+    }
+
+    /// Forgets what this thread allocated so far.
+    pub(crate) fn reset_largest() {
+        LARGEST.with(|largest| largest.set(0));
+    }
+
+    /// The largest block this thread asked for since [`reset_largest`].
+    pub(crate) fn largest() -> usize {
+        LARGEST.with(Cell::get)
+    }
+
+    pub(crate) struct Counting;
+
+    // SAFETY: every method forwards to the system allocator with the caller's arguments
+    // unchanged; recording a size touches only a thread-local Cell and never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note(layout.size());
+            // SAFETY: as for `alloc`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note(new_size);
+            // SAFETY: `ptr` was allocated by System with `layout` (every block of this
+            // allocator is); the caller's contract is passed on unchanged.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: as for `realloc`.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: sys::Counting = sys::Counting;
+
+/// The read-ahead buffer of a connection, plus the longest header.
+const READ_AHEAD: usize = (64 << 10) + 12;
+
+/// Limits the fuzzed connections run with.
+const LIMITS: [u64; 5] = [0, 16, 1000, 70_000, 1 << 20];
+
+/// Receives from `conn` until the stream ends or stays silent; panics on anything that should
+/// not happen. Returns the messages received.
+fn drain(conn: &mut Connection, timeout: Duration, what: &str) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    for _ in 0..200 {
+        match conn.recv_bytes_timeout(timeout) {
+            Ok(message) => messages.push(message),
+            Err(Error::TooLarge { len, max }) => assert!(len > max, "{what}: TooLarge {len} <= {max}"),
+            Err(Error::Decode(_)) => {}
+            Err(Error::Disconnected | Error::Truncated | Error::Timeout) => return messages,
+            Err(err) => panic!("{what}: unexpected error {err:?}"),
+        }
+    }
+    panic!("{what}: the connection never reached the end of its input");
+}
+
+#[test]
+fn survives_random_bytes() {
+    let mut rng = Rng::new(0x5eed_0001);
+    for case in 0..3000 {
+        let (mut conn, mut raw) = raw_pair();
+        let limit = LIMITS[rng.below(LIMITS.len() as u64) as usize];
+        conn.set_max_message_size(limit);
+        let len = rng.below(80) as usize;
+        let mut bytes = rng.bytes(len);
+        if rng.one_in(3) && len >= 4 {
+            // A plausible length, so that some inputs get past the header.
+            bytes[..4].copy_from_slice(&(rng.below(len as u64) as i32).to_be_bytes());
+        }
+        write_raw(&mut raw, &bytes);
+        let keep_open = rng.one_in(8);
+        if !keep_open {
+            drop(raw);
+        }
+        let what = format!("case {case} (limit {limit}, {bytes:02x?})");
+        sys::reset_largest();
+        let started = Instant::now();
+        drain(&mut conn, if keep_open { Duration::ZERO } else { LIMIT }, &what);
+        assert!(started.elapsed() < LIMIT, "{what}: took {:?}", started.elapsed());
+        let largest = sys::largest();
+        assert!(largest <= READ_AHEAD.max(limit as usize), "{what}: allocated {largest} bytes");
+    }
+}
+
+#[test]
+fn survives_random_frames_with_valid_headers() {
+    let mut rng = Rng::new(0x5eed_0002);
+    for case in 0..1000 {
+        let (mut conn, mut raw) = raw_pair();
+        let mut sent = Vec::new();
+        let mut stream = Vec::new();
+        for _ in 0..rng.below(6) {
+            let body = rng.some_bytes(300);
+            stream.extend(header(body.len() as u64, rng.one_in(4)));
+            stream.extend(&body);
+            sent.push(body);
+        }
+        // Sometimes a last frame cut short.
+        let cut = rng.one_in(3);
+        if cut {
+            let len = 1 + rng.below(300) as usize;
+            let body = rng.bytes(len);
+            stream.extend(header(body.len() as u64, rng.one_in(4)));
+            let cut = rng.below(body.len() as u64) as usize;
+            stream.extend(&body[..cut]);
+        }
+        write_raw(&mut raw, &stream);
+        drop(raw);
+        sys::reset_largest();
+        let what = format!("case {case}");
+        let got = drain(&mut conn, LIMIT, &what);
+        assert_eq!(got, sent, "{what}: the frames were not received as sent");
+        assert!(sys::largest() <= READ_AHEAD, "{what}: allocated {} bytes", sys::largest());
+    }
+}
+
+/// Receives one `T` from a frame holding `body`; only `Ok` or `Decode` are acceptable.
+fn decode_as<T: DeserializeOwned>(body: &[u8], what: &str) -> bool {
+    let (mut conn, mut raw) = raw_pair();
+    write_raw(&mut raw, &[header(body.len() as u64, false), body.to_vec()].concat());
+    drop(raw);
+    match conn.recv_timeout::<T>(LIMIT) {
+        Ok(_) => true,
+        Err(Error::Decode(_)) => false,
+        Err(err) => panic!("{what}: unexpected error {err:?}"),
+    }
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code, reason = "only decoded")]
+enum Shape {
+    Point,
+    Circle { radius: f64 },
+    Polygon(Vec<(i32, i32)>),
+    Tagged(BTreeMap<u8, Option<u16>>),
+}
+
+/// A random message body for a typed receive: a descriptor count (mostly 0), then bytes.
+fn random_body(rng: &mut Rng) -> Vec<u8> {
+    let count = if rng.one_in(4) { rng.next_u64() as u8 } else { 0 };
+    let mut body = vec![count];
+    body.extend(rng.some_bytes(40));
+    body
+}
+
+#[test]
+fn survives_random_typed_messages() {
+    // Types whose decoding allocates no more than the input justifies (see the ignored
+    // test below for strings and byte buffers).
+    let mut rng = Rng::new(0x5eed_0003);
+    let mut decoded = 0;
+    for case in 0..3000 {
+        let body = random_body(&mut rng);
+        let what = format!("case {case} ({body:02x?})");
+        decoded += usize::from(match case % 6 {
+            0 => decode_as::<u64>(&body, &what),
+            1 => decode_as::<(u8, i32, bool)>(&body, &what),
+            2 => decode_as::<Option<u32>>(&body, &what),
+            3 => decode_as::<Vec<u32>>(&body, &what),
+            4 => decode_as::<Result<u16, [u8; 4]>>(&body, &what),
+            _ => decode_as::<Shape>(&body, &what),
+        });
+    }
+    // Some random inputs are valid values: the decoder did run.
+    assert!(decoded > 0);
+}
+
+/// In a child, since an allocation failure aborts: decodes random messages as strings and
+/// byte buffers, including ones that claim huge lengths. Returns how many decoded.
+fn decode_random_strings(seed: u64) -> usize {
+    let mut rng = Rng::new(seed);
+    let mut bodies: Vec<Vec<u8>> = (0..2000).map(|_| random_body(&mut rng)).collect();
+    // A descriptor count of 0, then a bincode length of 2^40 or 2^62 and a few bytes.
+    for len in [1u64 << 40, 1 << 62] {
+        bodies.push([vec![0], claimed_length(len), b"abc".to_vec()].concat());
+    }
+    // And a valid one, so that something decodes.
+    bodies.push([vec![0], multiproc_wire::encode("valid").unwrap().bytes].concat());
+    let mut decoded = 0;
+    for (case, body) in bodies.iter().enumerate() {
+        let what = format!("case {case}");
+        decoded += usize::from(decode_as::<String>(body, &what));
+        decoded += usize::from(decode_as::<Vec<u8>>(body, &what));
+        decoded += usize::from(decode_as::<(u8, String)>(body, &what));
+    }
+    decoded
+}
+
+/// How the codec writes a length of `len` (as it writes a `u64`, whatever the integer encoding).
+fn claimed_length(len: u64) -> Vec<u8> {
+    multiproc_wire::encode(&len).unwrap().bytes
+}
+
+#[test]
+fn survives_random_typed_messages_with_strings() {
+    let p = start(multiproc_process::StartMethod::Spawn, decode_random_strings, 0x5eed_0004);
+    let decoded = finish(p);
+    assert!(decoded > 0);
+}
+
+#[test]
+fn decodes_claimed_lengths_without_allocating_them() {
+    for claim in [1u64 << 20, 1 << 28, multiproc_wire::MAX_DECODED as u64] {
+        let body = [vec![0], claimed_length(claim), b"abc".to_vec()].concat();
+        let what = format!("a String or Vec<u8> claiming {claim} bytes in a message of {}", body.len());
+        sys::reset_largest();
+        assert!(!decode_as::<String>(&body, &what), "{what}: decoded");
+        assert!(!decode_as::<Vec<u8>>(&body, &what), "{what}: decoded");
+        // serde's own bound: a sequence preallocates at most 1 MiB whatever length it claims.
+        assert!(sys::largest() <= 1 << 20, "{what}: allocated {} bytes", sys::largest());
+    }
+}
+
+#[test]
+fn refuses_huge_claimed_lengths_without_allocating() {
+    let mut rng = Rng::new(0x5eed_0005);
+    for case in 0..2000 {
+        let (mut conn, mut raw) = raw_pair();
+        let limit = if rng.one_in(2) { DEFAULT_MAX_MESSAGE } else { LIMITS[rng.below(5) as usize] };
+        conn.set_max_message_size(limit);
+        // A length above the limit, anywhere up to u64::MAX.
+        let bits = rng.below(65) as u32;
+        let len = (limit + 1).max(rng.next_u64().checked_shr(64 - bits).unwrap_or(0));
+        let long = len > i32::MAX as u64 || rng.one_in(2);
+        write_raw(&mut raw, &header(len, long));
+        write_raw(&mut raw, &rng.some_bytes(100));
+        let what = format!("case {case}: a claimed length of {len} (limit {limit})");
+        sys::reset_largest();
+        // With the writer still open: waiting for the body would time out.
+        match conn.recv_bytes_timeout(LIMIT) {
+            Err(Error::TooLarge { len: got, max }) => assert_eq!((got, max), (len, limit), "{what}"),
+            other => panic!("{what}: expected TooLarge, got {other:?}"),
+        }
+        assert!(sys::largest() <= READ_AHEAD, "{what}: allocated {} bytes", sys::largest());
+        // What follows is skipped, or read as further frames when the claim was small.
+        drop(raw);
+        drain(&mut conn, LIMIT, &what);
+    }
+}
+
+const KEY: &[u8] = b"fuzzing key";
+
+/// One random frame of the kind a handshake peer might send.
+fn auth_frame(rng: &mut Rng) -> Vec<u8> {
+    let framed = |body: Vec<u8>, rng: &mut Rng| [header(body.len() as u64, rng.one_in(4)), body].concat();
+    match rng.below(10) {
+        0 => rng.some_bytes(64),
+        1 => {
+            let body = rng.some_bytes(300);
+            framed(body, rng)
+        }
+        2 => {
+            let body = [b"{sha256}".to_vec(), rng.bytes(32)].concat();
+            framed(body, rng)
+        }
+        3 => {
+            let body = rng.bytes(16);
+            framed(body, rng)
+        }
+        4 => {
+            let body = [b"{md5}".to_vec(), rng.bytes(16)].concat();
+            framed(body, rng)
+        }
+        5 => {
+            let body = [b"{".to_vec(), rng.some_bytes(30), b"}".to_vec()].concat();
+            framed(body, rng)
+        }
+        6 => {
+            let len = 257 + rng.next_u64().checked_shr(rng.below(64) as u32).unwrap_or(0);
+            header(len.max(257), len > i32::MAX as u64 || rng.one_in(2))
+        }
+        7 => (-(rng.below(1000) as i32) - 2).to_be_bytes().to_vec(),
+        8 => {
+            let body = [b"#CHALLENGE#".to_vec(), rng.some_bytes(80)].concat();
+            framed(body, rng)
+        }
+        _ => {
+            let body = [b"#WELCOME#".as_slice(), b"#FAILURE#", b"#CHALLENGE#{sha256}"][rng.below(3) as usize]
+                .to_vec();
+            framed(body, rng)
+        }
+    }
+}
+
+/// A few random frames.
+fn auth_frames(rng: &mut Rng) -> Vec<u8> {
+    (0..1 + rng.below(4)).flat_map(|_| auth_frame(rng)).collect()
+}
+
+#[test]
+fn survives_random_clients_of_the_handshake() {
+    let path = unique_path("fuzz-listener");
+    let mut listener = Listener::bind(path.clone(), Some(KEY)).unwrap();
+    let handshake = Duration::from_millis(100);
+    listener.set_handshake_timeout(handshake);
+    let mut rng = Rng::new(0x5eed_0006);
+    for case in 0..500 {
+        let mut raw = UnixStream::connect(&path).unwrap();
+        raw.set_write_timeout(Some(LIMIT)).unwrap();
+        let frames = auth_frames(&mut rng);
+        raw.write_all(&frames).unwrap();
+        // A few stay silent afterwards, so that the handshake limit ends them.
+        if case % 100 != 0 {
+            raw.shutdown(Shutdown::Write).unwrap();
+        }
+        let started = Instant::now();
+        let result = listener.accept_timeout(LIMIT);
+        let what = format!("case {case} ({frames:02x?})");
+        assert!(result.is_err(), "{what}: a random client was accepted");
+        assert!(started.elapsed() < LIMIT, "{what}: took {:?}", started.elapsed());
+    }
+    // The listener still accepts an honest client.
+    let client = Client::new(path.clone()).authkey(KEY).timeout(LIMIT);
+    let client = Bounded::spawn("client", move || client.connect());
+    listener.accept_timeout(LIMIT).unwrap();
+    client.join(LIMIT).unwrap();
+    drop(listener);
+    assert_gone(&path);
+}
+
+#[test]
+fn survives_random_listeners_of_the_handshake() {
+    const CASES: u64 = 500;
+    let path = unique_path("fuzz-client");
+    let raw = UnixListener::bind(&path).unwrap();
+    let server = Bounded::spawn("raw listener", move || {
+        let mut rng = Rng::new(0x5eed_0007);
+        let mut silent = Vec::new();
+        for case in 0..CASES {
+            let (mut stream, _) = raw.accept().unwrap();
+            stream.set_write_timeout(Some(LIMIT)).unwrap();
+            // The client may have given up and closed already: write errors do not matter.
+            let _ = stream.write_all(&auth_frames(&mut rng));
+            if case % 100 == 0 {
+                // Kept open and silent until the end: the client's time limit ends it.
+                silent.push(stream);
+            } else {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+        }
+    });
+    for case in 0..CASES {
+        let started = Instant::now();
+        let result = Client::new(path.clone()).authkey(KEY).timeout(Duration::from_millis(100)).connect();
+        assert!(result.is_err(), "case {case}: a random listener was trusted");
+        assert!(started.elapsed() < LIMIT, "case {case}: took {:?}", started.elapsed());
+    }
+    server.join(LIMIT);
+    std::fs::remove_file(&path).unwrap();
+}
