@@ -19,7 +19,7 @@ use multiproc_process::call::{Call, Reply};
 use multiproc_process::{Process, StartMethod};
 use serde::Serialize;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, describe_exit};
 use crate::result::Sink;
 use crate::worker::{FromWorker, WorkerArgs, worker_main};
 
@@ -129,7 +129,7 @@ pub(crate) fn await_ready(worker: &mut Worker, deadline: Instant) -> Result<()> 
                     let code = worker.process.join_timeout(STOP_GRACE).ok().flatten();
                     Err(Error::new(
                         ErrorKind::Initializer,
-                        format!("a worker died while starting (exit code {code:?})"),
+                        format!("a worker died while starting ({})", describe_exit(code)),
                     ))
                 }
             };
@@ -139,7 +139,7 @@ pub(crate) fn await_ready(worker: &mut Worker, deadline: Instant) -> Result<()> 
             let code = worker.process.join_timeout(STOP_GRACE).ok().flatten();
             return Err(Error::new(
                 ErrorKind::Initializer,
-                format!("a worker died while starting (exit code {code:?})"),
+                format!("a worker died while starting ({})", describe_exit(code)),
             ));
         }
     }
@@ -235,18 +235,19 @@ impl Dispatcher {
         }
     }
 
+    /// Hands queued tasks to workers, breadth first: every idle worker gets a task before any
+    /// worker gets one sent ahead, so a task never waits behind another while a worker idles.
     fn assign(&mut self) {
-        for index in 0..self.workers.len() {
-            loop {
+        for depth in 0..PREFETCH {
+            for index in 0..self.workers.len() {
                 let worker = &self.workers[index];
-                if !worker.ready || worker.retiring || worker.hung_up {
-                    break;
+                if !worker.ready || worker.retiring || worker.hung_up || worker.inflight.len() != depth {
+                    continue;
                 }
                 let Some((_, task)) = self.queue.front() else { return };
-                let small = task.call_size() <= SMALL_TASK;
-                let limit = if small { PREFETCH } else { 1 };
-                if worker.inflight.len() >= limit || (!small && !worker.inflight.is_empty()) {
-                    break;
+                // Large tasks go only to idle workers (see the module's documentation).
+                if depth > 0 && task.call_size() > SMALL_TASK {
+                    return;
                 }
                 let (id, task) = self.queue.pop_front().expect("front exists");
                 let worker = &mut self.workers[index];
@@ -254,7 +255,7 @@ impl Dispatcher {
                     // The worker is dying: the task was not taken; its sentinel will tell.
                     worker.hung_up = true;
                     self.queue.push_front((id, task));
-                    break;
+                    continue;
                 }
                 worker.inflight.push_back(id);
                 worker.sent += 1;
@@ -346,7 +347,7 @@ impl Dispatcher {
             // Died before its initializer finished: starting another would die the same way.
             self.broken = Some(Error::new(
                 ErrorKind::Initializer,
-                format!("a worker died during initialization (exit code {code:?})"),
+                format!("a worker died during initialization ({})", describe_exit(code)),
             ));
         }
         if let Some(running) = worker.inflight.pop_front() {

@@ -44,11 +44,7 @@ impl Error {
     }
 
     pub(crate) fn worker_lost(exit_code: Option<i32>) -> Error {
-        let how = match exit_code {
-            Some(code) if code < 0 => format!("killed by signal {}", -code),
-            Some(code) => format!("exit code {code}"),
-            None => "exit status unknown".into(),
-        };
+        let how = describe_exit(exit_code);
         Error {
             exit_code,
             ..Error::new(ErrorKind::WorkerLost, format!("the worker running the task died ({how})"))
@@ -117,6 +113,15 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// How a process ended, for error messages: `killed by signal 9`, `exit code 3`.
+pub(crate) fn describe_exit(exit_code: Option<i32>) -> String {
+    match exit_code {
+        Some(code) if code < 0 => format!("killed by signal {}", -code),
+        Some(code) => format!("exit code {code}"),
+        None => "exit status unknown".into(),
+    }
+}
 
 /// A shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -211,12 +211,16 @@ impl Pool {
     }
 
     fn submit(&self, tasks: Vec<Task>) -> Result<()> {
-        if *self.closed.lock().unwrap_or_else(|e| e.into_inner()) {
+        // Held while sending: a submission never follows Close or Terminate in the channel,
+        // where the dispatcher would drop it unanswered.
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
             return Err(Error::new(ErrorKind::Closed, "the pool is closed"));
         }
         self.tx
             .send(Command::Submit(tasks))
             .map_err(|_| Error::new(ErrorKind::Closed, "the pool is closed"))?;
+        drop(closed);
         self.wake();
         Ok(())
     }
@@ -255,7 +259,8 @@ impl Pool {
 
     /// [`apply_async`](Pool::apply_async) with callbacks, run on the pool's callback thread
     /// in completion order: `callback` with the value, or `error_callback` with the error,
-    /// before the handle's `get` returns.
+    /// before the handle's `get` returns. A callback that panics is reported by the panic
+    /// hook and changes nothing else: the result is still delivered.
     pub fn apply_async_with<F, A, R>(
         &self,
         f: F,
@@ -469,8 +474,10 @@ impl Pool {
     /// Stops the workers now, even mid-task; unfinished tasks fail with
     /// [`ErrorKind::Closed`].
     pub fn terminate(&self) {
-        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        *closed = true;
         let _ = self.tx.send(Command::Terminate);
+        drop(closed);
         self.wake();
         self.join_threads();
     }
@@ -536,6 +543,9 @@ pub struct IMap<'p, F, I, A, R> {
     /// The next chunk to yield (ordered).
     next: usize,
     exhausted: bool,
+    /// The number of items of each chunk in flight: a chunk lost as a whole (its worker died)
+    /// yields its error once per item.
+    sizes: BTreeMap<usize, usize>,
     waiting: BTreeMap<usize, VecDeque<Result<R>>>,
     current: VecDeque<Result<R>>,
     marker: std::marker::PhantomData<fn(A)>,
@@ -573,6 +583,7 @@ where
             received: 0,
             next: 0,
             exhausted: false,
+            sizes: BTreeMap::new(),
             waiting: BTreeMap::new(),
             current: VecDeque::new(),
             marker: std::marker::PhantomData,
@@ -585,14 +596,21 @@ where
         self
     }
 
-    /// Tasks kept in flight: enough to keep every worker busy with some ahead.
+    /// Chunks kept outstanding (see `outstanding`): enough to keep every worker busy with
+    /// some ahead, few enough that input is pulled only shortly before it is needed.
     fn window(&self) -> usize {
         self.pool.processes * 4
     }
 
+    /// Chunks pulled from the input and not yet handed to the caller: in flight, or (ordered)
+    /// finished and waiting for an earlier chunk.
+    fn outstanding(&self) -> usize {
+        self.submitted - if self.ordered { self.next } else { self.received }
+    }
+
     /// Submits chunks until the window is full or the input ends.
     fn fill(&mut self) {
-        while !self.exhausted && self.submitted - self.received < self.window() {
+        while !self.exhausted && self.outstanding() < self.window() {
             let items: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
             if items.is_empty() {
                 self.exhausted = true;
@@ -600,6 +618,7 @@ where
             }
             let chunk = self.submitted;
             self.submitted += 1;
+            self.sizes.insert(chunk, items.len());
             let sink = self.sink.clone() as Arc<dyn Sink>;
             let submitted = Call::batch::<F, A, R>(self.f, &items)
                 .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
@@ -644,9 +663,10 @@ where
                 return Some(Err(Error::new(ErrorKind::Closed, "the pool stopped")));
             };
             self.received += 1;
+            let size = self.sizes.remove(&chunk).unwrap_or(1);
             let items: VecDeque<Result<R>> = match items {
                 Ok(items) => items.into(),
-                Err(error) => vec![Err(error)].into(),
+                Err(error) => (0..size).map(|_| Err(error.clone())).collect(),
             };
             if self.ordered {
                 self.waiting.insert(chunk, items);

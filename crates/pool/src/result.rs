@@ -1,6 +1,7 @@
 //! Where results wait: [`AsyncResult`] and the sinks that the dispatcher feeds.
 
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -191,7 +192,9 @@ impl<T: Send + 'static> Callbacks<T> {
     fn deliver(self, slot: Arc<Slot<T>>, value: Result<T>) {
         let Callbacks { on_value, on_error, thread } = self;
         let job: Job = Box::new(move || {
-            match &value {
+            // A callback that panics must neither leave the result pending forever nor end the
+            // thread that runs the other callbacks: the panic hook has reported it; go on.
+            let _ = catch_unwind(AssertUnwindSafe(|| match &value {
                 Ok(v) => {
                     if let Some(cb) = on_value {
                         cb(v);
@@ -202,7 +205,7 @@ impl<T: Send + 'static> Callbacks<T> {
                         cb(e);
                     }
                 }
-            }
+            }));
             slot.set(value);
         });
         if let Err(unsent) = thread.send(job) {

@@ -1,0 +1,173 @@
+//! Tests for pools under the `Fork` start method, with real worker processes.
+//!
+//! Forking inside the multithreaded libtest harness would copy the harness's locks into the
+//! workers, so this binary has its own `main` (`harness = false`): it runs each test on the main
+//! thread, one after the other, while no other thread exists. A pool's own threads (dispatcher,
+//! callbacks) end when it is dropped. Each test is bounded by `alarm`: a hang ends the binary
+//! with `SIGALRM` instead of stalling the suite (a thread with a deadline would make the process
+//! multithreaded, which is what the `Fork` method refuses).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use common::*;
+use multiproc_pool::{ErrorKind, Pool, PoolBuilder};
+use multiproc_process::StartMethod;
+
+/// The bound on each test, in seconds.
+const ALARM: u32 = 30;
+
+const TESTS: &[(&str, fn())] = &[
+    ("maps_with_fork", maps_with_fork),
+    ("runs_the_initializer_with_fork", runs_the_initializer_with_fork),
+    ("replaces_dead_workers_with_fork", replaces_dead_workers_with_fork),
+    ("terminates_with_fork", terminates_with_fork),
+    ("refuses_fork_while_threads_run", refuses_fork_while_threads_run),
+];
+
+fn main() {
+    // Arguments that are not flags filter the tests by name, as libtest's do.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let selected: Vec<_> = TESTS
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
+        .collect();
+    println!("\nrunning {} tests", selected.len());
+    let count = selected.len();
+    let mut failed = Vec::new();
+    for (name, test) in selected {
+        print!("test {name} ... ");
+        let _ = std::io::stdout().flush();
+        // SAFETY: alarm only arms this process's timer; SIGALRM's default action ends the
+        // process, which is the point.
+        unsafe { libc::alarm(ALARM) };
+        let outcome = catch_unwind(AssertUnwindSafe(test));
+        // SAFETY: as above; 0 disarms the timer.
+        unsafe { libc::alarm(0) };
+        if outcome.is_ok() {
+            println!("ok");
+        } else {
+            println!("FAILED");
+            failed.push(*name);
+        }
+    }
+    if failed.is_empty() {
+        println!("\ntest result: ok. {count} passed\n");
+    } else {
+        println!("\nfailures: {failed:?}\ntest result: FAILED\n");
+        std::process::exit(1);
+    }
+}
+
+fn fork_pool() -> PoolBuilder {
+    Pool::builder().start_method(StartMethod::Fork)
+}
+
+/// Asserts that every worker is a direct child of this process.
+fn assert_children(workers: &BTreeSet<Proc>) {
+    for worker in workers {
+        assert_eq!(parent_of(worker.pid), std::process::id(), "the parent of {worker:?}");
+    }
+}
+
+fn maps_with_fork() {
+    let pool = fork_pool().processes(2).build().expect("build");
+    let results = pool.map_async(with_proc, 0..40).get_timeout(LONG).expect("map");
+    assert_eq!(results.iter().map(|r| r.0).collect::<Vec<_>>(), (0..40).collect::<Vec<_>>());
+    let workers: BTreeSet<Proc> = results.iter().map(|r| r.1).collect();
+    assert_children(&workers);
+    assert_eq!(pool.apply_async(square, 9).get_timeout(LONG).expect("apply"), 81);
+    assert_eq!(pool.starmap_async(add, [(1, 2), (3, 4)]).get_timeout(LONG).expect("starmap"), [3, 7]);
+    let mut it = pool.imap(square, 0..);
+    let first: Vec<u64> = (0..10).map(|_| it.next_timeout(LONG).expect("endless").expect("square")).collect();
+    assert_eq!(first, (0..10).map(|x| x * x).collect::<Vec<_>>());
+    drop(it);
+    drop(pool);
+    // Joined and reaped: no zombies left behind.
+    assert_gone(workers);
+}
+
+fn runs_the_initializer_with_fork() {
+    let dir = TempDir::new("fork-init");
+    let log = dir.path("workers");
+    let pool = fork_pool()
+        .processes(2)
+        .initializer(init_greeting, ("forked".to_string(), log.clone()))
+        .build()
+        .expect("build");
+    let initialized: BTreeSet<Proc> = read_log(&log).into_iter().collect();
+    assert_eq!(initialized.len(), 2, "{initialized:?}");
+    let results = pool.map_async(greeting, 0..20).get_timeout(LONG).expect("map");
+    for (_, greeting, worker) in &results {
+        assert_eq!(greeting.as_deref(), Some("forked"));
+        assert!(initialized.contains(worker));
+    }
+    drop(pool);
+    assert_gone(initialized);
+
+    let error = fork_pool()
+        .processes(2)
+        .initializer(init_failing, log.clone())
+        .build()
+        .expect_err("the initializer panics");
+    assert_eq!(error.kind(), ErrorKind::Initializer, "{error}");
+    assert!(error.message().contains("no database here"), "{error}");
+    assert_gone(read_log(&log));
+}
+
+fn replaces_dead_workers_with_fork() {
+    // Replacements are forked from the pool's dispatcher thread, while other threads run.
+    let pool = fork_pool().processes(1).build().expect("build");
+    let first = pool.apply_async(me, ()).get_timeout(LONG).expect("me");
+    let error = pool.apply_async(die, Death::Raise).get_timeout(LONG).expect_err("the worker dies");
+    assert_eq!((error.kind(), error.signal()), (ErrorKind::WorkerLost, Some(9)), "{error}");
+    let error = pool.apply_async(die, Death::Exit3).get_timeout(LONG).expect_err("the worker dies");
+    assert_eq!((error.kind(), error.exit_code()), (ErrorKind::WorkerLost, Some(3)), "{error}");
+    let last = pool.apply_async(me, ()).get_timeout(LONG).expect("a new worker");
+    assert_ne!(last, first);
+    assert_children(&[last].into());
+    assert_gone([first]);
+    drop(pool);
+    assert_gone([last]);
+
+    let pool = fork_pool().processes(2).maxtasksperchild(1).build().expect("build");
+    let results = pool.map_async(with_proc, 0..12).get_timeout(LONG).expect("map");
+    assert_eq!(results.iter().map(|r| r.0).collect::<Vec<_>>(), (0..12).collect::<Vec<_>>());
+    let workers: BTreeSet<Proc> = results.iter().map(|r| r.1).collect();
+    // 12 items in chunks of ceil(12 / 8) = 2: six tasks, six workers.
+    assert_eq!(workers.len(), 6, "{results:?}");
+    drop(pool);
+    assert_gone(workers);
+}
+
+fn terminates_with_fork() {
+    let pool = fork_pool().processes(2).build().expect("build");
+    let (mut gates, fds): (Vec<Gate>, Vec<_>) = (0..2).map(|_| gate()).unzip();
+    let running: Vec<_> = fds.into_iter().map(|fd| pool.apply_async(announce_then_sleep, fd)).collect();
+    let queued = pool.apply_async(sleep_ms, 60_000);
+    let workers: Vec<Proc> = gates.iter_mut().map(Gate::started).collect();
+    pool.terminate();
+    for result in &running {
+        assert_eq!(result.get_timeout(Duration::ZERO).expect_err("terminated").kind(), ErrorKind::Closed);
+    }
+    assert_eq!(queued.get_timeout(Duration::ZERO).expect_err("terminated").kind(), ErrorKind::Closed);
+    assert_gone(workers);
+    pool.join().expect("join");
+}
+
+fn refuses_fork_while_threads_run() {
+    let pool = fork_pool().processes(1).build().expect("build");
+    // The first pool's threads are running: forking now could copy a held lock.
+    let error = fork_pool().processes(1).build().expect_err("a second fork pool");
+    assert_eq!(error.kind(), ErrorKind::Io, "{error}");
+    assert!(error.message().contains("refusing to fork"), "{error}");
+    assert_eq!(pool.apply_async(square, 5).get_timeout(LONG).expect("the first pool works"), 25);
+    drop(pool);
+    // Its threads are gone with it.
+    let pool = fork_pool().processes(1).build().expect("build once alone again");
+    assert_eq!(pool.apply_async(square, 6).get_timeout(LONG).expect("apply"), 36);
+}
