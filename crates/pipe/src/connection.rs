@@ -38,6 +38,7 @@ enum Transport {
 #[derive(Debug, Clone, Copy)]
 struct Spin {
     budget: Duration,
+    max: Duration,
 }
 
 impl Spin {
@@ -45,14 +46,20 @@ impl Spin {
         // Read once: available_parallelism reads cgroup files.
         static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        Spin { budget: if cores > 1 { MAX_SPIN } else { Duration::ZERO } }
+        let max = if cores > 1 { MAX_SPIN } else { Duration::ZERO };
+        Spin { budget: max, max }
+    }
+
+    fn set_max(&mut self, max: Duration) {
+        self.max = max;
+        self.budget = self.budget.min(max);
     }
 
     /// After sleeping `slept` for data: had the budget been longer, would spinning have caught
     /// it? Then spin fully next time; else spin less.
     fn slept(&mut self, slept: Duration) {
-        if slept < MAX_SPIN * 2 && self.budget > Duration::ZERO || slept < MAX_SPIN {
-            self.budget = MAX_SPIN;
+        if slept < self.max * 2 && self.budget > Duration::ZERO || slept < self.max {
+            self.budget = self.max;
         } else {
             self.budget /= 2;
             if self.budget < Duration::from_micros(2) {
@@ -245,6 +252,14 @@ impl Connection {
     /// is refused with [`Error::TooLarge`] before anything is allocated for it, and skipped.
     pub fn set_max_message_size(&mut self, max: u64) {
         self.max_len = max;
+    }
+
+    /// Sets how long a receive may spin (watching the descriptor) before it sleeps: 50 µs by
+    /// default on a machine with more than one core. Spinning saves the cost of a wake-up
+    /// (tens of microseconds between cores) when the peer answers quickly; set zero for a
+    /// process that waits long or competes with others for few cores.
+    pub fn set_spin_limit(&mut self, limit: Duration) {
+        self.spin.set_max(limit);
     }
 
     /// A second handle on the same connection (`dup`), with its own buffers: use it for

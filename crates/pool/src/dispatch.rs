@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -23,8 +24,13 @@ use crate::error::{Error, ErrorKind, Result, describe_exit};
 use crate::result::Sink;
 use crate::worker::{FromWorker, WorkerArgs, worker_main};
 
-/// Tasks sent ahead to one worker.
+/// Tasks a worker may hold (running plus sent ahead) at first, and whenever its tasks are slow.
 const PREFETCH: usize = 2;
+/// The most it may hold when its tasks are quick: a worker that finishes tasks in
+/// microseconds would otherwise sleep between them waiting for the dispatcher.
+const PREFETCH_QUICK: usize = 32;
+/// Tasks answered faster than this (one after the other) count as quick.
+const QUICK_TASK: Duration = Duration::from_micros(200);
 /// A task this small may be sent to a busy worker.
 const SMALL_TASK: usize = 32 << 10;
 /// How long a stopping worker may take before it is killed.
@@ -70,6 +76,10 @@ pub(crate) struct Worker {
     retiring: bool,
     /// The connection has reached end of stream: only the sentinel matters now.
     hung_up: bool,
+    /// How many tasks it may hold, adapted to how quickly it answers.
+    depth: usize,
+    /// When it last answered (or was first given a task while idle).
+    last_answer: Instant,
 }
 
 static NEXT_WORKER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
@@ -102,6 +112,8 @@ pub(crate) fn start_worker(config: &Config, threaded: bool) -> Result<Worker> {
         ready: false,
         retiring: false,
         hung_up: false,
+        depth: PREFETCH,
+        last_answer: Instant::now(),
     })
 }
 
@@ -161,6 +173,7 @@ pub(crate) fn stop_worker(mut worker: Worker, kill: bool) {
 pub(crate) struct Dispatcher {
     pub(crate) rx: Receiver<Command>,
     pub(crate) waker: UnixStream,
+    pub(crate) sleeping: Arc<AtomicBool>,
     pub(crate) workers: Vec<Worker>,
     pub(crate) config: Config,
     queue: VecDeque<(u64, Task)>,
@@ -174,12 +187,14 @@ impl Dispatcher {
     pub(crate) fn new(
         rx: Receiver<Command>,
         waker: UnixStream,
+        sleeping: Arc<AtomicBool>,
         workers: Vec<Worker>,
         config: Config,
     ) -> Dispatcher {
         Dispatcher {
             rx,
             waker,
+            sleeping,
             workers,
             config,
             queue: VecDeque::new(),
@@ -238,10 +253,15 @@ impl Dispatcher {
     /// Hands queued tasks to workers, breadth first: every idle worker gets a task before any
     /// worker gets one sent ahead, so a task never waits behind another while a worker idles.
     fn assign(&mut self) {
-        for depth in 0..PREFETCH {
+        for depth in 0..PREFETCH_QUICK {
             for index in 0..self.workers.len() {
                 let worker = &self.workers[index];
-                if !worker.ready || worker.retiring || worker.hung_up || worker.inflight.len() != depth {
+                if !worker.ready
+                    || worker.retiring
+                    || worker.hung_up
+                    || worker.inflight.len() != depth
+                    || depth >= worker.depth
+                {
                     continue;
                 }
                 let Some((_, task)) = self.queue.front() else { return };
@@ -257,6 +277,9 @@ impl Dispatcher {
                     self.queue.push_front((id, task));
                     continue;
                 }
+                if worker.inflight.is_empty() {
+                    worker.last_answer = Instant::now();
+                }
                 worker.inflight.push_back(id);
                 worker.sent += 1;
                 self.inflight.insert(id, task);
@@ -269,6 +292,13 @@ impl Dispatcher {
     }
 
     fn wait_and_handle(&mut self) {
+        // Announce the sleep, then look once more: a submitter that sent before seeing the
+        // flag is seen here; one that sent after it writes to the waker (Pool::wake).
+        self.sleeping.store(true, Ordering::SeqCst);
+        if !self.rx.is_empty() {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return;
+        }
         let ready = {
             let sentinels: Vec<_> =
                 self.workers.iter().map(|w| w.process.sentinel().expect("workers are started")).collect();
@@ -291,6 +321,7 @@ impl Dispatcher {
             }
             (readable, exited)
         };
+        self.sleeping.store(false, Ordering::SeqCst);
         let mut drain = [0u8; 64];
         while matches!((&self.waker).read(&mut drain), Ok(n) if n > 0) {}
         for &index in &ready.0 {
@@ -318,6 +349,13 @@ impl Dispatcher {
                     self.broken = Some(Error::new(ErrorKind::Initializer, message));
                 }
                 Ok(FromWorker::Done { id, reply }) => {
+                    let now = Instant::now();
+                    worker.depth = if now - worker.last_answer < QUICK_TASK {
+                        (worker.depth * 2).min(PREFETCH_QUICK)
+                    } else {
+                        PREFETCH
+                    };
+                    worker.last_answer = now;
                     if worker.inflight.front() == Some(&id) {
                         worker.inflight.pop_front();
                     } else {

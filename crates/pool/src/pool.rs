@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Pool {
     tx: Sender<Command>,
     waker: UnixStream,
+    /// Set by the dispatcher before it sleeps; a submitter that clears it writes to `waker`.
+    sleeping: Arc<AtomicBool>,
     processes: usize,
     closed: Mutex<bool>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
@@ -161,7 +164,8 @@ impl PoolBuilder {
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let processes = config.processes;
-        let dispatcher = Dispatcher::new(rx, waker_read, workers, config);
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let dispatcher = Dispatcher::new(rx, waker_read, sleeping.clone(), workers, config);
         let dispatcher = std::thread::Builder::new()
             .name("multiproc-pool".into())
             .spawn(move || dispatcher.run())
@@ -178,6 +182,7 @@ impl PoolBuilder {
         Ok(Pool {
             tx,
             waker,
+            sleeping,
             processes,
             closed: Mutex::new(false),
             dispatcher: Mutex::new(Some(dispatcher)),
@@ -226,8 +231,11 @@ impl Pool {
     }
 
     fn wake(&self) {
-        // A full socket means a wake-up is already pending.
-        let _ = (&self.waker).write(&[1]);
+        // Only a sleeping dispatcher needs the byte (see Dispatcher::wait_and_handle); a full
+        // socket means a wake-up is already pending.
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            let _ = (&self.waker).write(&[1]);
+        }
     }
 
     fn callback_thread(&self) -> Option<Sender<Job>> {
@@ -597,9 +605,9 @@ where
     }
 
     /// Chunks kept outstanding (see `outstanding`): enough to keep every worker busy with
-    /// some ahead, few enough that input is pulled only shortly before it is needed.
+    /// tasks sent ahead, few enough that input is pulled only shortly before it is needed.
     fn window(&self) -> usize {
-        self.pool.processes * 4
+        self.pool.processes * 16
     }
 
     /// Chunks pulled from the input and not yet handed to the caller: in flight, or (ordered)
@@ -608,24 +616,41 @@ where
         self.submitted - if self.ordered { self.next } else { self.received }
     }
 
-    /// Submits chunks until the window is full or the input ends.
+    /// Submits chunks until the window is full or the input ends. Refills only once half the
+    /// window has drained, in one submission, so that the pool thread is not woken per task.
     fn fill(&mut self) {
+        if self.exhausted || self.outstanding() > self.window() / 2 {
+            return;
+        }
+        let mut tasks = Vec::new();
         while !self.exhausted && self.outstanding() < self.window() {
             let items: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
             if items.is_empty() {
                 self.exhausted = true;
-                return;
+                break;
             }
             let chunk = self.submitted;
             self.submitted += 1;
             self.sizes.insert(chunk, items.len());
             let sink = self.sink.clone() as Arc<dyn Sink>;
-            let submitted = Call::batch::<F, A, R>(self.f, &items)
-                .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
-                .and_then(|call| self.pool.submit(vec![Task { call, sink: sink.clone(), chunk }]));
-            if let Err(error) = submitted {
-                // Yielded at this chunk's position, once per item.
-                let _ = self.sink.tx.send((chunk, Ok(items.iter().map(|_| Err(error.clone())).collect())));
+            match Call::batch::<F, A, R>(self.f, &items) {
+                Ok(call) => tasks.push(Task { call, sink, chunk }),
+                Err(e) => {
+                    // Yielded at this chunk's position, once per item.
+                    let error = Error::new(ErrorKind::Codec, e.to_string());
+                    let _ =
+                        self.sink.tx.send((chunk, Ok(items.iter().map(|_| Err(error.clone())).collect())));
+                }
+            }
+        }
+        if tasks.is_empty() {
+            return;
+        }
+        let chunks: Vec<(usize, usize)> =
+            tasks.iter().map(|t| (t.chunk, self.sizes.get(&t.chunk).copied().unwrap_or(1))).collect();
+        if let Err(error) = self.pool.submit(tasks) {
+            for (chunk, size) in chunks {
+                let _ = self.sink.tx.send((chunk, Ok((0..size).map(|_| Err(error.clone())).collect())));
             }
         }
     }
