@@ -264,6 +264,77 @@ def pool_cpu_tasks():
     return pool_rate(CPU_TASKS, run)
 
 
+# ---------------------------------------------------------------- shmem
+
+# Smaller counts than crates/bench/src/shmem.rs (whose rates are ~30-100x higher), so that each
+# workload takes a few seconds; the rates compare.
+SHMEM_BATCHES = 3
+SHMEM_CHILDREN = 2
+SHMEM_LOCKED_INCR = 300_000
+SHMEM_ARRAY_LEN = 1_000_000
+SHMEM_ARRAY_ROUNDS = 3
+
+
+def shmem_locked_incr(v, barrier, count):
+    for _ in range(SHMEM_BATCHES):
+        barrier.wait()
+        for _ in range(count):
+            with v.get_lock():
+                v.value += 1
+        barrier.wait()
+
+
+def shmem_array_half(arr, half, barrier):
+    lo, hi = half * SHMEM_ARRAY_LEN // 2, (half + 1) * SHMEM_ARRAY_LEN // 2
+    for _ in range(SHMEM_BATCHES):
+        barrier.wait()
+        for _ in range(SHMEM_ARRAY_ROUNDS):
+            with arr.get_lock():
+                a = arr.get_obj()
+                for i in range(lo, hi):
+                    a[i] += 1.0
+        barrier.wait()
+
+
+def shmem_batches(target, args_of, items):
+    """Runs SHMEM_CHILDREN fork children, timing each batch between two barrier waits."""
+    barrier = ctx_fork.Barrier(SHMEM_CHILDREN + 1)
+    children = [ctx_fork.Process(target=target, args=args_of(i, barrier)) for i in range(SHMEM_CHILDREN)]
+    for p in children:
+        p.start()
+    samples = []
+    for _ in range(SHMEM_BATCHES):
+        barrier.wait()
+        start = time.perf_counter()
+        barrier.wait()
+        samples.append(items / (time.perf_counter() - start))
+    for p in children:
+        p.join()
+        assert p.exitcode == 0, p.exitcode
+    return statistics.median(samples)
+
+
+@workload("shmem.value_locked_incr")
+def shmem_value_locked_incr():
+    v = ctx_fork.Value("q", 0)
+    rate = shmem_batches(
+        shmem_locked_incr, lambda i, b: (v, b, SHMEM_LOCKED_INCR), SHMEM_CHILDREN * SHMEM_LOCKED_INCR
+    )
+    assert v.value == SHMEM_BATCHES * SHMEM_CHILDREN * SHMEM_LOCKED_INCR
+    return "ops/s", rate
+
+
+# shmem.value_atomic_incr has no CPython counterpart: a RawValue has no atomic add.
+
+
+@workload("shmem.array_halves")
+def shmem_array_halves():
+    arr = ctx_fork.Array("d", SHMEM_ARRAY_LEN)
+    rate = shmem_batches(shmem_array_half, lambda i, b: (arr, i, b), SHMEM_ARRAY_LEN * SHMEM_ARRAY_ROUNDS)
+    assert all(x == SHMEM_BATCHES * SHMEM_ARRAY_ROUNDS for x in arr.get_obj())
+    return "items/s", rate
+
+
 # ---------------------------------------------------------------- main
 
 

@@ -11,6 +11,7 @@
 mod pipe;
 mod pool;
 mod process;
+mod shmem;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -32,6 +33,9 @@ const WORKLOADS: &[(&str, Workload)] = &[
     ("pool.apply_async_20k", pool::apply_async_20k),
     ("pool.apply_latency", pool::apply_latency),
     ("pool.cpu_1ms_tasks", pool::cpu_1ms_tasks),
+    ("shmem.value_locked_incr", shmem::value_locked_incr),
+    ("shmem.value_atomic_incr", shmem::value_atomic_incr),
+    ("shmem.array_halves", shmem::array_halves),
 ];
 
 fn main() -> ExitCode {

@@ -1,5 +1,6 @@
 //! Python's `multiprocessing` for Rust: processes that run Rust functions (with the `fork`,
-//! `spawn` and `forkserver` start methods) and connections between them.
+//! `spawn` and `forkserver` start methods), connections between them, shared memory with
+//! robust locks, and process pools.
 //!
 //! This crate only re-exports the multiproc crates, each behind a feature of the same name
 //! (all on by default); depend on one of them alone if that is all you need.
@@ -25,6 +26,7 @@
 //! | [`process`] | `Process`, start methods, `current_process`, `active_children`, `cpu_count` |
 //! | [`pipe`] | `Connection`, `pipe`, `Listener`/`Client` (CPython-compatible, authenticated), `wait` |
 //! | [`pool`] | `Pool` (`apply`, `map`, `imap`, `starmap`, async forms, callbacks), `AsyncResult` |
+//! | [`shmem`] | `Value`, `Array`, `RawValue`, `RawArray`, `SharedMemory`; robust process-shared `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` |
 //! | [`wire`] | the codec, CPython's frame format, descriptors inside messages (`Fd`) |
 
 #[doc(inline)]
@@ -57,6 +59,17 @@ pub use multiproc_pool as pool;
 #[doc(no_inline)]
 pub use multiproc_pool::{AsyncResult, Pool};
 
+#[cfg(feature = "shmem")]
+#[doc(inline)]
+pub use multiproc_shmem as shmem;
+
+#[cfg(feature = "shmem")]
+#[doc(no_inline)]
+pub use multiproc_shmem::{
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, RawArray, RawValue, Semaphore, SharedMemory,
+    Value,
+};
+
 #[doc(no_inline)]
 pub use multiproc_wire::Fd;
 
@@ -68,6 +81,9 @@ pub mod prelude {
     #[cfg(feature = "pool")]
     #[doc(no_inline)]
     pub use multiproc_pool::Pool;
+    #[cfg(feature = "shmem")]
+    #[doc(no_inline)]
+    pub use multiproc_shmem::{Array, Lock, Value};
     #[cfg(feature = "process")]
     #[doc(no_inline)]
     pub use multiproc_process::{Process, StartMethod, current_process};

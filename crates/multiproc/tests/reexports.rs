@@ -30,3 +30,12 @@ fn resolves_pool_reexports() {
     let _: Option<multiproc::AsyncResult<u32>> = None;
     let _ = multiproc::pool::ErrorKind::WorkerLost;
 }
+
+#[test]
+fn resolves_shmem_reexports() {
+    let v = multiproc::Value::new(3i64).expect("value");
+    v.set(4);
+    assert_eq!(v.get(), 4);
+    let _ = multiproc::shmem::NAME_PREFIX;
+    let _: Option<multiproc::Lock> = None;
+}
