@@ -34,8 +34,8 @@ fn resolves_pool_reexports() {
 #[test]
 fn resolves_shmem_reexports() {
     let v = multiproc::Value::new(3i64).expect("value");
-    v.set(4);
-    assert_eq!(v.get(), 4);
+    v.set(4).expect("set");
+    assert_eq!(v.get().expect("get"), 4);
     let _ = multiproc::shmem::NAME_PREFIX;
     let _: Option<multiproc::Lock> = None;
 }
