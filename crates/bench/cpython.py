@@ -335,6 +335,132 @@ def shmem_array_halves():
     return "items/s", rate
 
 
+# ---------------------------------------------------------------- queue
+
+# The same constants as crates/bench/src/queue.rs.
+QUEUE_BATCHES = 5
+QUEUE_INTS = 200_000
+QUEUE_MIB_ITEMS = 200
+QUEUE_MIB = 1 << 20
+QUEUE_STOP = -1
+
+
+def queue_sum_ints(q, done):
+    total = 0
+    while True:
+        x = q.get()
+        if x == QUEUE_STOP:
+            done.put(total)
+            return
+        if x == 0:
+            done.put(total)
+            total = 0
+        else:
+            total += x
+
+
+def queue_produce_ints(go, q):
+    while True:
+        n = go.get()
+        if n == QUEUE_STOP:
+            return
+        for i in range(1, n + 1):
+            q.put(i)
+        q.put(0)
+
+
+def queue_start(target, args):
+    p = ctx_fork.Process(target=target, args=args)
+    p.start()
+    return p
+
+
+def queue_finish(p):
+    p.join()
+    assert p.exitcode == 0, p.exitcode
+
+
+@workload("queue.ints_1to1")
+def queue_ints_1to1():
+    q, done = ctx_fork.Queue(), ctx_fork.Queue()
+    consumer = queue_start(queue_sum_ints, (q, done))
+    samples = []
+    for batch in range(QUEUE_BATCHES + 1):
+        start = time.perf_counter()
+        for i in range(1, QUEUE_INTS + 1):
+            q.put(i)
+        q.put(0)
+        assert done.get() == QUEUE_INTS * (QUEUE_INTS + 1) // 2
+        if batch > 0:
+            samples.append(QUEUE_INTS / (time.perf_counter() - start))
+    q.put(QUEUE_STOP)
+    assert done.get() == 0
+    queue_finish(consumer)
+    return "items/s", statistics.median(samples)
+
+
+@workload("queue.ints_2to2")
+def queue_ints_2to2():
+    go, q, done = ctx_fork.Queue(), ctx_fork.Queue(), ctx_fork.Queue()
+    consumers = [queue_start(queue_sum_ints, (q, done)) for _ in range(2)]
+    producers = [queue_start(queue_produce_ints, (go, q)) for _ in range(2)]
+    per_producer = QUEUE_INTS // 2
+    samples = []
+    total = 0
+    for batch in range(QUEUE_BATCHES + 1):
+        start = time.perf_counter()
+        go.put(per_producer)
+        go.put(per_producer)
+        total += done.get() + done.get()
+        if batch > 0:
+            samples.append(QUEUE_INTS / (time.perf_counter() - start))
+    for _ in producers:
+        go.put(QUEUE_STOP)
+    for p in producers:
+        queue_finish(p)
+    for _ in consumers:
+        q.put(QUEUE_STOP)
+    # Each consumer answers STOP with what it summed since its last answer.
+    total += sum(done.get() for _ in consumers)
+    for p in consumers:
+        queue_finish(p)
+    assert total == (QUEUE_BATCHES + 1) * 2 * per_producer * (per_producer + 1) // 2, total
+    return "items/s", statistics.median(samples)
+
+
+def queue_drain_mib(q, done):
+    count = 0
+    while True:
+        item = q.get()
+        if len(item) == 0:
+            done.put(count)
+            count = 0
+        elif len(item) == 1:
+            return
+        else:
+            assert len(item) == QUEUE_MIB
+            count += 1
+
+
+@workload("queue.mib_1to1")
+def queue_mib_1to1():
+    q, done = ctx_fork.Queue(), ctx_fork.Queue()
+    consumer = queue_start(queue_drain_mib, (q, done))
+    item = b"x" * QUEUE_MIB
+    samples = []
+    for batch in range(QUEUE_BATCHES + 1):
+        start = time.perf_counter()
+        for _ in range(QUEUE_MIB_ITEMS):
+            q.put(item)
+        q.put(b"")
+        assert done.get() == QUEUE_MIB_ITEMS
+        if batch > 0:
+            samples.append(QUEUE_MIB * QUEUE_MIB_ITEMS / (time.perf_counter() - start) / 1e6)
+    q.put(b"\0")
+    queue_finish(consumer)
+    return "MB/s", statistics.median(samples)
+
+
 # ---------------------------------------------------------------- main
 
 

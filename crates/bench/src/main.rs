@@ -11,6 +11,7 @@
 mod pipe;
 mod pool;
 mod process;
+mod queue;
 mod shmem;
 
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ const WORKLOADS: &[(&str, Workload)] = &[
     ("shmem.value_locked_incr", shmem::value_locked_incr),
     ("shmem.value_atomic_incr", shmem::value_atomic_incr),
     ("shmem.array_halves", shmem::array_halves),
+    ("queue.ints_1to1", queue::ints_1to1),
+    ("queue.ints_2to2", queue::ints_2to2),
+    ("queue.mib_1to1", queue::mib_1to1),
 ];
 
 fn main() -> ExitCode {

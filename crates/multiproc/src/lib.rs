@@ -1,6 +1,6 @@
 //! Python's `multiprocessing` for Rust: processes that run Rust functions (with the `fork`,
-//! `spawn` and `forkserver` start methods), connections between them, shared memory with
-//! robust locks, and process pools.
+//! `spawn` and `forkserver` start methods), connections between them, queues, shared memory
+//! with robust locks, and process pools.
 //!
 //! This crate only re-exports the multiproc crates, each behind a feature of the same name
 //! (all on by default); depend on one of them alone if that is all you need.
@@ -26,6 +26,7 @@
 //! | [`process`] | `Process`, start methods, `current_process`, `active_children`, `cpu_count` |
 //! | [`pipe`] | `Connection`, `pipe`, `Listener`/`Client` (CPython-compatible, authenticated), `wait` |
 //! | [`pool`] | `Pool` (`apply`, `map`, `imap`, `starmap`, async forms, callbacks), `AsyncResult` |
+//! | [`queue`] | `Queue`, `SimpleQueue`, `JoinableQueue` on a shared-memory ring |
 //! | [`shmem`] | `Value`, `Array`, `RawValue`, `RawArray`, `SharedMemory`; robust process-shared `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Event`, `Condition`, `Barrier` |
 //! | [`wire`] | the codec, CPython's frame format, descriptors inside messages (`Fd`) |
 
@@ -59,6 +60,14 @@ pub use multiproc_pool as pool;
 #[doc(no_inline)]
 pub use multiproc_pool::{AsyncResult, Pool};
 
+#[cfg(feature = "queue")]
+#[doc(inline)]
+pub use multiproc_queue as queue;
+
+#[cfg(feature = "queue")]
+#[doc(no_inline)]
+pub use multiproc_queue::{JoinableQueue, Queue, SimpleQueue};
+
 #[cfg(feature = "shmem")]
 #[doc(inline)]
 pub use multiproc_shmem as shmem;
@@ -81,6 +90,9 @@ pub mod prelude {
     #[cfg(feature = "pool")]
     #[doc(no_inline)]
     pub use multiproc_pool::Pool;
+    #[cfg(feature = "queue")]
+    #[doc(no_inline)]
+    pub use multiproc_queue::Queue;
     #[cfg(feature = "shmem")]
     #[doc(no_inline)]
     pub use multiproc_shmem::{Array, Lock, Value};

@@ -39,3 +39,12 @@ fn resolves_shmem_reexports() {
     let _ = multiproc::shmem::NAME_PREFIX;
     let _: Option<multiproc::Lock> = None;
 }
+
+#[test]
+fn resolves_queue_reexports() {
+    let q: multiproc::Queue<u32> = multiproc::Queue::new().expect("queue");
+    q.put(7).expect("put");
+    assert_eq!(q.get().expect("get"), 7);
+    let _: Option<multiproc::JoinableQueue<u8>> = None;
+    let _: Option<multiproc::queue::SimpleQueue<u8>> = None;
+}
