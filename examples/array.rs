@@ -1,8 +1,8 @@
 //! Shared Array: a child process adds 1 to every element of a shared array of 3 integers, and
 //! the parent prints them.
 
-use multiproc::Process;
 use multiproc::Array;
+use multiproc::Process;
 
 /// The child: adds 1 to every element, holding the array's lock.
 fn add_one(arr: Array<i32>) {

@@ -75,8 +75,8 @@ pub use multiproc_shmem as shmem;
 #[cfg(feature = "shmem")]
 #[doc(no_inline)]
 pub use multiproc_shmem::{
-    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, RawArray, RawValue, Semaphore, SharedMemory,
-    Value,
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, RawArray, RawValue, Semaphore,
+    SharedMemory, Value,
 };
 
 #[doc(no_inline)]
@@ -90,15 +90,15 @@ pub mod prelude {
     #[cfg(feature = "pool")]
     #[doc(no_inline)]
     pub use multiproc_pool::Pool;
+    #[cfg(feature = "process")]
+    #[doc(no_inline)]
+    pub use multiproc_process::{Process, StartMethod, current_process};
     #[cfg(feature = "queue")]
     #[doc(no_inline)]
     pub use multiproc_queue::Queue;
     #[cfg(feature = "shmem")]
     #[doc(no_inline)]
     pub use multiproc_shmem::{Array, Lock, Value};
-    #[cfg(feature = "process")]
-    #[doc(no_inline)]
-    pub use multiproc_process::{Process, StartMethod, current_process};
     #[doc(no_inline)]
     pub use multiproc_wire::Fd;
 }
