@@ -54,7 +54,11 @@ pub(crate) fn map_square_1m() -> (&'static str, f64) {
 
 pub(crate) fn imap_unordered_100k() -> (&'static str, f64) {
     pool_rate(IMAP_ITEMS, 1, |pool| {
-        let n = pool.imap_unordered(square, 0..IMAP_ITEMS).map(|r| r.expect("task")).count();
+        let mut n = 0;
+        for result in pool.imap_unordered(square, 0..IMAP_ITEMS) {
+            result.expect("task");
+            n += 1;
+        }
         assert_eq!(n as u64, IMAP_ITEMS);
     })
 }
