@@ -335,6 +335,65 @@ def shmem_array_halves():
     return "items/s", rate
 
 
+# ---------------------------------------------------------------- manager
+
+# The same constants as crates/bench/src/manager.rs.
+MANAGER_OPS = 10_000
+MANAGER_BATCHES = 5
+MANAGER_CLIENT_OPS = 10_000
+MANAGER_CLIENT_ROUNDS = 3
+MANAGER_CREATE_REPS = 500
+
+
+@workload("manager.dict_set_get")
+def manager_dict_set_get():
+    with multiprocessing.Manager() as m:
+        d = m.dict()
+        samples = []
+        for _ in range(MANAGER_BATCHES):
+            start = time.perf_counter()
+            for i in range(MANAGER_OPS):
+                d[i] = i
+                assert d[i] == i
+            samples.append(2 * MANAGER_OPS / (time.perf_counter() - start))
+    return "ops/s", statistics.median(samples)
+
+
+def manager_dict_client(d, start, base):
+    start.wait()
+    for i in range(base, base + MANAGER_CLIENT_OPS):
+        d[i] = i
+        assert d[i] == i
+
+
+@workload("manager.dict_two_clients")
+def manager_dict_two_clients():
+    with multiprocessing.Manager() as m:
+        d = m.dict()
+        samples = []
+        for _ in range(MANAGER_CLIENT_ROUNDS):
+            start = m.Barrier(3)
+            clients = [
+                multiprocessing.Process(target=manager_dict_client, args=(d, start, k * MANAGER_CLIENT_OPS))
+                for k in range(2)
+            ]
+            for c in clients:
+                c.start()
+            start.wait()
+            began = time.perf_counter()
+            for c in clients:
+                c.join()
+                assert c.exitcode == 0, c.exitcode
+            samples.append(2 * 2 * MANAGER_CLIENT_OPS / (time.perf_counter() - began))
+    return "ops/s", statistics.median(samples)
+
+
+@workload("manager.proxy_create")
+def manager_proxy_create():
+    with multiprocessing.Manager() as m:
+        return "us", median_us(MANAGER_CREATE_REPS, lambda: m.dict(), warmup=10)
+
+
 # ---------------------------------------------------------------- queue
 
 # The same constants as crates/bench/src/queue.rs.

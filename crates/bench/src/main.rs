@@ -8,6 +8,7 @@
 //!   value is a median over repetitions and unit is `us` (microseconds per operation, lower
 //!   is better) or `ops/s`, `MB/s`, `items/s` (higher is better). Progress goes to stderr.
 
+mod manager;
 mod pipe;
 mod pool;
 mod process;
@@ -37,6 +38,9 @@ const WORKLOADS: &[(&str, Workload)] = &[
     ("shmem.value_locked_incr", shmem::value_locked_incr),
     ("shmem.value_atomic_incr", shmem::value_atomic_incr),
     ("shmem.array_halves", shmem::array_halves),
+    ("manager.dict_set_get", manager::dict_set_get),
+    ("manager.dict_two_clients", manager::dict_two_clients),
+    ("manager.proxy_create", manager::proxy_create),
     ("queue.ints_1to1", queue::ints_1to1),
     ("queue.ints_2to2", queue::ints_2to2),
     ("queue.mib_1to1", queue::mib_1to1),

@@ -1,6 +1,6 @@
 //! Python's `multiprocessing` for Rust: processes that run Rust functions (with the `fork`,
 //! `spawn` and `forkserver` start methods), connections between them, queues, shared memory
-//! with robust locks, and process pools.
+//! with robust locks, managers and process pools.
 //!
 //! This crate only re-exports the multiproc crates, each behind a feature of the same name
 //! (all on by default); depend on one of them alone if that is all you need.
@@ -24,6 +24,7 @@
 //! | crate | what it holds |
 //! |---|---|
 //! | [`process`] | `Process`, start methods, `current_process`, `active_children`, `cpu_count` |
+//! | [`manager`] | `Manager`, a server process of shared objects used through typed proxies, also from other hosts |
 //! | [`pipe`] | `Connection`, `pipe`, `Listener`/`Client` (CPython-compatible, authenticated), `wait` |
 //! | [`pool`] | `Pool` (`apply`, `map`, `imap`, `starmap`, async forms, callbacks), `AsyncResult` |
 //! | [`queue`] | `Queue`, `SimpleQueue`, `JoinableQueue` on a shared-memory ring |
@@ -59,6 +60,14 @@ pub use multiproc_pool as pool;
 #[cfg(feature = "pool")]
 #[doc(no_inline)]
 pub use multiproc_pool::{AsyncResult, Pool};
+
+#[cfg(feature = "manager")]
+#[doc(inline)]
+pub use multiproc_manager as manager;
+
+#[cfg(feature = "manager")]
+#[doc(no_inline)]
+pub use multiproc_manager::Manager;
 
 #[cfg(feature = "queue")]
 #[doc(inline)]

@@ -48,3 +48,9 @@ fn resolves_queue_reexports() {
     let _: Option<multiproc::JoinableQueue<u8>> = None;
     let _: Option<multiproc::queue::SimpleQueue<u8>> = None;
 }
+
+#[test]
+fn resolves_manager_reexports() {
+    let _ = multiproc::manager::ErrorKind::Disconnected;
+    let _: Option<multiproc::Manager> = None;
+}
