@@ -378,6 +378,9 @@ impl Dispatcher {
 
     /// A worker exited: fail the task it was running, give the others back, replace it.
     fn reap_worker(&mut self, index: usize) {
+        // Read every answer it sent before dying, even if a failed send marked it hung up:
+        // otherwise a finished task would be taken for the one it died running.
+        self.workers[index].hung_up = false;
         self.read_worker(index);
         let mut worker = self.workers.swap_remove(index);
         let code = worker.process.join_timeout(STOP_GRACE).ok().flatten();
