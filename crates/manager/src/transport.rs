@@ -50,7 +50,7 @@ pub(crate) struct Reader {
 
 impl Reader {
     pub(crate) fn new(max: u64) -> Reader {
-        let can_spin = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+        let can_spin = multiproc_wire::sys::multicore();
         Reader {
             buf: vec![0; READ_AHEAD],
             start: 0,

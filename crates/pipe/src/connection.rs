@@ -43,10 +43,7 @@ struct Spin {
 
 impl Spin {
     fn new() -> Spin {
-        // Read once: available_parallelism reads cgroup files.
-        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let max = if cores > 1 { MAX_SPIN } else { Duration::ZERO };
+        let max = if wsys::multicore() { MAX_SPIN } else { Duration::ZERO };
         Spin { budget: max, max }
     }
 

@@ -193,54 +193,11 @@ impl RawMutex {
     }
 }
 
-/// Whether this machine has more than one CPU (spinning on one CPU only delays the peer).
-pub(crate) fn multicore() -> bool {
-    static MULTICORE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MULTICORE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
-fn monotonic_timespec(deadline: Instant) -> libc::timespec {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is writable; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let left = deadline.saturating_duration_since(Instant::now());
-    let secs = i64::try_from(left.as_secs()).unwrap_or(i64::MAX / 4);
-    let mut ts = libc::timespec {
-        tv_sec: now.tv_sec.saturating_add(secs),
-        tv_nsec: now.tv_nsec + libc::c_long::from(left.subsec_nanos() as i32),
-    };
-    if ts.tv_nsec >= 1_000_000_000 {
-        ts.tv_sec = ts.tv_sec.saturating_add(1);
-        ts.tv_nsec -= 1_000_000_000;
-    }
-    ts
-}
-
-/// Sleeps while `word` holds `expected`, until woken or `deadline`; `false` when the deadline
-/// passed. Process-shared (no `FUTEX_PRIVATE_FLAG`): works across mappings of the same file.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> bool {
-    let ts = deadline.map(monotonic_timespec);
-    let timeout = ts.as_ref().map_or(ptr::null(), |ts| ts as *const libc::timespec);
-    // SAFETY: `word` is a live, aligned u32 for the call; the timeout is null or points at `ts`
-    // (FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time); uaddr2 is unused.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT_BITSET,
-            expected,
-            timeout,
-            ptr::null::<u32>(),
-            libc::FUTEX_BITSET_MATCH_ANY,
-        )
-    };
-    !(ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
-}
+pub(crate) use multiproc_wire::sys::{futex_wait, monotonic_timespec, multicore};
 
 /// Wakes every thread sleeping on `word`, in any process.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE reads no other argument.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+    multiproc_wire::sys::futex_wake(word, u32::MAX);
 }
 
 /// The shared memory of one queue: a `memfd` mapped `MAP_SHARED`, a [`Header`] page followed

@@ -5,6 +5,8 @@ use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 /// The most descriptors one message may carry (the kernel's `SCM_MAX_FD`).
@@ -337,4 +339,61 @@ impl FromRawFd for crate::Fd {
         // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
         crate::Fd::new(unsafe { OwnedFd::from_raw_fd(fd) })
     }
+}
+
+/// Whether this process may run on more than one CPU: only then is spinning before sleeping
+/// worth it (on one CPU it only delays the thread being waited for). Read once:
+/// `available_parallelism` reads cgroup files.
+pub fn multicore() -> bool {
+    static MULTICORE: OnceLock<bool> = OnceLock::new();
+    *MULTICORE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+/// The absolute `CLOCK_MONOTONIC` time of `deadline` (std's `Instant` is `CLOCK_MONOTONIC` on
+/// Linux, but offers no conversion), for system calls that take absolute deadlines.
+pub fn monotonic_timespec(deadline: Instant) -> libc::timespec {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is writable; CLOCK_MONOTONIC always exists, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let secs = i64::try_from(left.as_secs()).unwrap_or(i64::MAX / 4);
+    let mut ts = libc::timespec {
+        tv_sec: now.tv_sec.saturating_add(secs),
+        tv_nsec: now.tv_nsec + libc::c_long::from(left.subsec_nanos() as i32),
+    };
+    if ts.tv_nsec >= 1_000_000_000 {
+        ts.tv_sec = ts.tv_sec.saturating_add(1);
+        ts.tv_nsec -= 1_000_000_000;
+    }
+    ts
+}
+
+/// Sleeps while `word` holds `expected`, until woken by [`futex_wake`] or `deadline` passes;
+/// `false` when the deadline passed. The futex is process-shared (no `FUTEX_PRIVATE_FLAG`): it
+/// works between processes that map the same memory at any address.
+pub fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> bool {
+    let ts = deadline.map(monotonic_timespec);
+    let timeout = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
+    // SAFETY: `word` is a live, aligned u32 for the duration of the call; the timeout is null
+    // or points at `ts` (FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time); the other
+    // pointer argument is unused by this operation.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            timeout,
+            std::ptr::null::<u32>(),
+            libc::FUTEX_BITSET_MATCH_ANY,
+        )
+    };
+    !(ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
+}
+
+/// Wakes up to `count` waiters sleeping on `word` in any process.
+pub fn futex_wake(word: &AtomicU32, count: u32) {
+    let count = count.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE reads only the integer arguments.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, count) };
 }

@@ -71,57 +71,18 @@ pub(crate) enum Wake {
     TimedOut,
 }
 
-/// The absolute `CLOCK_MONOTONIC` time of `deadline` (std's `Instant` is `CLOCK_MONOTONIC` on
-/// Linux, but offers no conversion).
-fn monotonic_timespec(deadline: Instant) -> libc::timespec {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is writable; CLOCK_MONOTONIC always exists, so the call cannot fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let left = deadline.saturating_duration_since(Instant::now());
-    let secs = i64::try_from(left.as_secs()).unwrap_or(i64::MAX / 2);
-    let mut ts = libc::timespec {
-        tv_sec: now.tv_sec.saturating_add(secs),
-        tv_nsec: now.tv_nsec + libc::c_long::from(left.subsec_nanos() as i32),
-    };
-    if ts.tv_nsec >= 1_000_000_000 {
-        ts.tv_sec = ts.tv_sec.saturating_add(1);
-        ts.tv_nsec -= 1_000_000_000;
-    }
-    ts
-}
+pub(crate) use multiproc_wire::sys::{monotonic_timespec, multicore};
 
 /// Sleeps while `word` holds `expected`, until woken by [`futex_wake`] or `deadline` passes.
 /// The futex is process-shared: it works between processes that map the same memory at any
 /// address.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Wake {
-    let ts = deadline.map(monotonic_timespec);
-    let timeout = ts.as_ref().map_or(ptr::null(), |ts| ts as *const libc::timespec);
-    // SAFETY: `word` is a live, aligned u32 for the duration of the call; the timeout is null
-    // or points at `ts` (FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time); the other
-    // pointer argument is unused by this operation.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT_BITSET,
-            expected,
-            timeout,
-            ptr::null::<u32>(),
-            libc::FUTEX_BITSET_MATCH_ANY,
-        )
-    };
-    if ret == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT) {
-        Wake::TimedOut
-    } else {
-        Wake::Woken
-    }
+    if multiproc_wire::sys::futex_wait(word, expected, deadline) { Wake::Woken } else { Wake::TimedOut }
 }
 
 /// Wakes up to `count` waiters sleeping on `word` in any process.
 pub(crate) fn futex_wake(word: &AtomicU32, count: u32) {
-    let count = count.min(i32::MAX as u32) as libc::c_int;
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE reads only the integer arguments.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, count) };
+    multiproc_wire::sys::futex_wake(word, count);
 }
 
 /// Fills `buf` from the kernel's random source.
@@ -201,13 +162,6 @@ pub(crate) fn thread_token() -> u64 {
         })
         // The thread is exiting and its locals are gone: a token of its own for this call.
         .unwrap_or_else(|_| random_u64())
-}
-
-/// Whether this process may run on more than one CPU: only then is spinning before sleeping
-/// worth it (on one CPU it only delays the thread being waited for).
-pub(crate) fn multicore() -> bool {
-    static MULTICORE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MULTICORE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
 /// The size of a memory page.
