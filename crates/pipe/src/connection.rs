@@ -1,6 +1,7 @@
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -11,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+use crate::ring::{self, Link};
 use crate::sys;
 
 /// The default limit on an incoming message: 256 MiB.
@@ -20,14 +22,17 @@ pub const DEFAULT_MAX_MESSAGE: u64 = frame::DEFAULT_MAX_LEN;
 const READ_AHEAD: usize = 64 << 10;
 /// The longest a blocked receive spins before sleeping in `poll`.
 const MAX_SPIN: Duration = Duration::from_micros(50);
+/// The longest a connection over shared rings sleeps before looking at them again: a bell
+/// can be taken by another handle on the same end (`try_clone`), and this bounds the delay.
+pub(crate) const RECHECK: Duration = Duration::from_millis(50);
+/// Sends over shared rings between checks that the peer still exists.
+const PEER_CHECK_EVERY: u32 = 256;
 
 /// What carries a connection's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Transport {
     /// An `AF_UNIX` stream socket: can carry file descriptors.
     Unix,
-    /// A pipe (one-way connections).
-    Pipe,
     /// Any other stream socket (TCP).
     Inet,
 }
@@ -73,7 +78,8 @@ impl Spin {
 /// [`send_bytes`](Connection::send_bytes) / [`recv_bytes`](Connection::recv_bytes) talk to a
 /// CPython peer; [`send`](Connection::send) / [`recv`](Connection::recv) carry any serde value,
 /// including file descriptors ([`Fd`](multiproc_wire::Fd)) and other `Connection`s over Unix
-/// sockets.
+/// sockets. Between the two ends of a [`pipe`], the frames travel through shared memory instead
+/// of the kernel.
 ///
 /// A `Connection` can itself be passed to a child process as an argument, or sent through
 /// another connection. It is `Send` but not `Sync`: one thread at a time uses an end (clone the
@@ -98,12 +104,19 @@ pub struct Connection {
     rbuf: Vec<u8>,
     rpos: usize,
     rend: usize,
-    /// Descriptors received and not yet claimed by a message, in arrival order, each with the
-    /// stream offset of the last byte of the read that brought it. The kernel delivers a
-    /// sender's descriptors with the read that reaches the first byte of its `sendmsg` and ends
-    /// that read inside the same `sendmsg`, whose bytes all belong to one frame: so that offset
-    /// lies inside the frame the descriptors were sent with.
-    rfds: VecDeque<(u64, OwnedFd)>,
+    /// Descriptors received and not yet claimed by a message, in arrival order, each with a
+    /// stream offset inside the frame they were sent with. Over a socket, that is the offset
+    /// of the last byte of the read that brought them: the kernel delivers a sender's
+    /// descriptors with the read that reaches the first byte of its `sendmsg` and ends that
+    /// read inside the same `sendmsg`, whose bytes all belong to one frame. Over shared rings,
+    /// the control record names the offset.
+    rfds: RefCell<VecDeque<(u64, OwnedFd)>>,
+    /// The shared rings of a connection made by `pipe` (see `ring.rs`).
+    link: Option<Link>,
+    /// What was read from the socket of a ring connection and not yet used.
+    ctl: RefCell<Control>,
+    /// Sends since the peer was last seen to exist.
+    unchecked: Cell<u32>,
     /// Bytes received from the stream so far.
     received: u64,
     /// A large message being received straight into its own buffer: (buffer, bytes filled).
@@ -116,11 +129,24 @@ pub struct Connection {
     spin: Spin,
 }
 
+/// The socket side of a connection over shared rings.
+#[derive(Debug, Default)]
+struct Control {
+    /// The start of a control record cut by the end of a read.
+    carry: Vec<u8>,
+    /// Descriptors that came with a read ending inside a record not yet complete.
+    orphans: Vec<OwnedFd>,
+    /// The peer has closed (end of stream on the socket).
+    eof: bool,
+}
+
 /// A pair of connected [`Connection`]s (CPython's `multiprocessing.Pipe`).
 ///
-/// With `duplex`, both ends send and receive (a Unix socketpair, which also carries file
-/// descriptors). Without, the first end only receives and the second only sends (a pipe,
-/// which cannot carry descriptors).
+/// With `duplex`, both ends send and receive; without, the first end only receives and the
+/// second only sends. Messages travel through shared memory (a ring per direction), so a
+/// message costs no system call while the receiver is awake; a Unix socket between the two
+/// ends wakes a sleeping receiver, tells each end when the other has gone, and carries file
+/// descriptors.
 ///
 /// # Errors
 /// The operating system's error (`EMFILE`).
@@ -133,24 +159,26 @@ pub struct Connection {
 /// # Ok::<(), multiproc_pipe::Error>(())
 /// ```
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
-    if duplex {
-        let (a, b) = wsys::socketpair()?;
-        Ok((
-            Connection::new(a, Transport::Unix, true, true)?,
-            Connection::new(b, Transport::Unix, true, true)?,
-        ))
-    } else {
-        let (r, w) = sys::pipe()?;
-        sys::grow_pipe(w.as_fd(), 1 << 20);
-        Ok((
-            Connection::new(r, Transport::Pipe, true, false)?,
-            Connection::new(w, Transport::Pipe, false, true)?,
-        ))
-    }
+    let (a, b) = wsys::socketpair()?;
+    let (ring_a, ring_b) = Link::pair()?;
+    Ok((
+        Connection::with_link(a, Transport::Unix, true, duplex, Some(ring_a))?,
+        Connection::with_link(b, Transport::Unix, duplex, true, Some(ring_b))?,
+    ))
 }
 
 impl Connection {
     fn new(fd: OwnedFd, transport: Transport, readable: bool, writable: bool) -> Result<Connection> {
+        Connection::with_link(fd, transport, readable, writable, None)
+    }
+
+    fn with_link(
+        fd: OwnedFd,
+        transport: Transport,
+        readable: bool,
+        writable: bool,
+        link: Option<Link>,
+    ) -> Result<Connection> {
         wsys::set_nonblocking(fd.as_fd(), true)?;
         Ok(Connection {
             fd: Some(fd),
@@ -161,8 +189,11 @@ impl Connection {
             rbuf: Vec::new(),
             rpos: 0,
             rend: 0,
-            rfds: VecDeque::new(),
-            received: 0,
+            rfds: RefCell::new(VecDeque::new()),
+            received: link.as_ref().map_or(0, Link::position),
+            link,
+            ctl: RefCell::new(Control::default()),
+            unchecked: Cell::new(0),
             big: None,
             skip: 0,
             scratch: Vec::new(),
@@ -224,10 +255,14 @@ impl Connection {
     /// Closes this end: the peer sees end of stream once every copy is closed. Later calls
     /// return [`Error::Closed`].
     pub fn close(&mut self) {
+        if let Some(link) = self.link.take() {
+            link.want_bell();
+        }
         self.fd = None;
         // What was received and not read is gone with the connection: it must not make the
         // connection look ready (`wait`), nor hold memory.
-        self.rfds.clear();
+        self.rfds.get_mut().clear();
+        *self.ctl.get_mut() = Control::default();
         self.rbuf = Vec::new();
         self.rpos = 0;
         self.rend = 0;
@@ -236,6 +271,10 @@ impl Connection {
     }
 
     /// The underlying descriptor (CPython's `fileno`), or `None` once closed.
+    ///
+    /// For a connection made by [`pipe`], messages travel through shared memory and this
+    /// socket only carries wake-ups: wait for such a connection with [`poll`](Connection::poll)
+    /// or [`wait`](crate::wait), not on the descriptor alone.
     pub fn fileno(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|fd| fd.as_fd())
     }
@@ -267,7 +306,8 @@ impl Connection {
     /// [`Error::Closed`], or the operating system's error.
     pub fn try_clone(&self) -> Result<Connection> {
         let fd = self.fd()?.try_clone_to_owned()?;
-        let mut copy = Connection::new(fd, self.transport, self.readable, self.writable)?;
+        let mut copy =
+            Connection::with_link(fd, self.transport, self.readable, self.writable, self.link.clone())?;
         copy.max_len = self.max_len;
         Ok(copy)
     }
@@ -286,13 +326,13 @@ impl Connection {
     }
 
     /// Sends any serde value as one message. Descriptors inside it ([`Fd`](multiproc_wire::Fd),
-    /// `Connection`s) travel with it over Unix-socket connections.
+    /// `Connection`s) travel with it over [`pipe`]s and Unix-socket connections.
     ///
     /// The value is encoded in the calling thread before anything is sent: an encoding error
     /// is returned here and nothing reaches the peer.
     ///
     /// # Errors
-    /// [`Error::Encode`] (also for descriptors on a pipe or TCP connection), and as
+    /// [`Error::Encode`] (also for descriptors on a TCP connection), and as
     /// [`send_bytes`](Connection::send_bytes).
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         let mut body = std::mem::take(&mut self.scratch);
@@ -332,10 +372,10 @@ impl Connection {
     }
 
     fn write_frame(&self, fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[RawFd]) -> Result<()> {
-        match self.transport {
-            Transport::Pipe => sys::without_sigpipe(|| frame::write_all(fd, parts, None))?,
-            _ => frame::send_all(fd, parts, fds, None)?,
+        if let Some(link) = &self.link {
+            return self.ring_send(fd, link, parts, fds);
         }
+        frame::send_all(fd, parts, fds, None)?;
         Ok(())
     }
 
@@ -438,7 +478,20 @@ impl Connection {
             return Ok(true);
         }
         let deadline = timeout.and_then(wsys::deadline_after);
-        Ok(wsys::wait_readable(fd, deadline)?)
+        if self.link.is_none() {
+            return Ok(wsys::wait_readable(fd, deadline)?);
+        }
+        loop {
+            if self.ring_ready()? {
+                return Ok(true);
+            }
+            let fd = self.fd()?;
+            wsys::wait_readable(fd, recheck(deadline))?;
+            self.drain_control()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.ring_ready();
+            }
+        }
     }
 
     /// The stream offset of the next byte to consume.
@@ -449,10 +502,21 @@ impl Connection {
     /// Takes the descriptors that came with the bytes consumed so far: right after a whole
     /// message, the ones sent with it (earlier messages have taken or dropped theirs).
     fn take_fds(&mut self) -> Vec<OwnedFd> {
+        if let Some(link) = &self.link {
+            // The descriptor records of the messages consumed are on the socket already (they
+            // are sent before the message is published): make sure they are read.
+            while link.fds_pending() && !self.ctl.get_mut().eof {
+                let Ok(fd) = self.fd() else { break };
+                if wsys::wait_readable(fd, recheck(None)).is_err() || self.drain_control().is_err() {
+                    break;
+                }
+            }
+        }
         let consumed = self.consumed();
+        let rfds = self.rfds.get_mut();
         let mut fds = Vec::new();
-        while self.rfds.front().is_some_and(|(at, _)| *at < consumed) {
-            fds.extend(self.rfds.pop_front().map(|(_, fd)| fd));
+        while rfds.front().is_some_and(|(at, _)| *at < consumed) {
+            fds.extend(rfds.pop_front().map(|(_, fd)| fd));
         }
         fds
     }
@@ -581,21 +645,18 @@ impl Connection {
     /// briefly and then sleeping in `poll` while nothing is there.
     fn read_into(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize> {
         // Field borrows (not `self.fd()`), so that `rfds` and `spin` stay mutable.
+        if self.link.is_some() {
+            return self.ring_read(buf, deadline);
+        }
         let fd = self.fd.as_ref().ok_or(Error::Closed)?.as_fd();
         loop {
-            let result = match self.transport {
-                Transport::Pipe => wsys::read(fd, buf),
-                _ => {
-                    let mut fds = Vec::new();
-                    let result = wsys::recv_with_fds(fd, buf, &mut fds, true);
-                    if let Ok(n) = result {
-                        // The offset of the last byte of this read (see `rfds`).
-                        let at = (self.received + n as u64).saturating_sub(1);
-                        self.rfds.extend(fds.into_iter().map(|fd| (at, fd)));
-                    }
-                    result
-                }
-            };
+            let mut fds = Vec::new();
+            let result = wsys::recv_with_fds(fd, buf, &mut fds, true);
+            if let Ok(n) = result {
+                // The offset of the last byte of this read (see `rfds`).
+                let at = (self.received + n as u64).saturating_sub(1);
+                self.rfds.get_mut().extend(fds.into_iter().map(|fd| (at, fd)));
+            }
             match result {
                 Ok(n) => {
                     self.received += n as u64;
@@ -625,6 +686,236 @@ impl Connection {
             if !wsys::wait_readable(fd, deadline)? {
                 return Err(Error::Timeout);
             }
+            self.spin.slept(now.elapsed());
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Whether the peer of socket `fd` has closed its end (`POLLHUP` without waiting).
+fn peer_closed(fd: BorrowedFd<'_>) -> Result<bool> {
+    let mut pfd = [libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 }];
+    wsys::poll(&mut pfd, Some(Instant::now()))?;
+    Ok(pfd[0].revents & (libc::POLLHUP | libc::POLLERR) != 0)
+}
+
+/// The deadline of one sleep of a ring connection: `deadline`, or sooner (see [`RECHECK`]).
+fn recheck(deadline: Option<Instant>) -> Option<Instant> {
+    let soon = Instant::now() + RECHECK;
+    Some(deadline.map_or(soon, |d| d.min(soon)))
+}
+
+// ----------------------------------------------------------------------- shared rings
+impl Connection {
+    /// Whether the incoming ring holds bytes or the peer has gone; when not, arms the reader
+    /// flag so that the peer's next message rings the bell (the caller then sleeps on the
+    /// socket).
+    pub(crate) fn ring_ready(&self) -> Result<bool> {
+        if self.fd.is_none() || !self.readable {
+            return Ok(false);
+        }
+        let Some(link) = &self.link else { return Ok(false) };
+        if link.readable()? > 0 || self.ctl.borrow().eof {
+            return Ok(true);
+        }
+        Ok(link.arm_reader()?)
+    }
+
+    /// Reads what the socket of a ring connection holds: bells (dropped), descriptor records
+    /// (kept with their ring offsets), end of stream. Never blocks.
+    pub(crate) fn drain_control(&self) -> Result<()> {
+        let (Some(fd), Some(link)) = (self.fd.as_ref(), self.link.as_ref()) else { return Ok(()) };
+        let mut ctl = self.ctl.borrow_mut();
+        let mut buf = [0u8; ring::RECORD * 56];
+        loop {
+            let carry = ctl.carry.len();
+            buf[..carry].copy_from_slice(&ctl.carry);
+            let mut fds = Vec::new();
+            let n = match wsys::recv_with_fds(fd.as_fd(), &mut buf[carry..], &mut fds, true) {
+                Ok(0) => {
+                    ctl.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
+                    ctl.eof = true;
+                    return Ok(());
+                }
+                Err(err) => return Err(err.into()),
+            };
+            let total = carry + n;
+            let whole = total - total % ring::RECORD;
+            // Descriptors belong to the last descriptor record that begins in this read.
+            let begun = |start: usize| start > 0 || carry == 0;
+            let owner = (0..total).step_by(ring::RECORD).rfind(|&at| begun(at) && buf[at] == ring::FDS);
+            if !fds.is_empty() && owner.is_some_and(|at| at >= whole) {
+                ctl.orphans = std::mem::take(&mut fds);
+            }
+            for at in (0..whole).step_by(ring::RECORD) {
+                match buf[at] {
+                    ring::BELL => {}
+                    ring::FDS => {
+                        let offset =
+                            u64::from_le_bytes(buf[at + 1..at + ring::RECORD].try_into().expect("8 bytes"));
+                        let mine = if Some(at) == owner && begun(at) {
+                            std::mem::take(&mut fds)
+                        } else if !begun(at) {
+                            std::mem::take(&mut ctl.orphans)
+                        } else {
+                            Vec::new()
+                        };
+                        self.rfds.borrow_mut().extend(mine.into_iter().map(|fd| (offset, fd)));
+                        link.fds_received();
+                    }
+                    tag => {
+                        return Err(Error::Io(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("unknown control record {tag}"),
+                        )));
+                    }
+                }
+            }
+            ctl.carry.clear();
+            ctl.carry.extend_from_slice(&buf[whole..total]);
+        }
+    }
+
+    /// Rings the peer's bell.
+    fn ring_bell(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        let record = [ring::BELL; ring::RECORD];
+        match wsys::send_with_fds_nonblocking(fd, &[IoSlice::new(&record)], &[]) {
+            // A full socket holds records the peer has yet to read: it wakes anyway.
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
+                Err(Error::Disconnected)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Sends one frame over the outgoing ring.
+    fn ring_send(&self, fd: BorrowedFd<'_>, link: &Link, parts: &[&[u8]], fds: &[RawFd]) -> Result<()> {
+        let _guard = link.lock();
+        if link.broken(false) {
+            return Err(Error::Truncated);
+        }
+        let mut at = link.tail();
+        if !fds.is_empty() {
+            let mut record = [ring::FDS; ring::RECORD];
+            record[1..].copy_from_slice(&at.to_le_bytes());
+            frame::send_all(fd, &[&record], fds, None)?;
+            link.fds_sent();
+        }
+        let mut rest: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        link.begin_message(at + rest);
+        let (mut part, mut offset) = (0, 0);
+        while rest > 0 {
+            let room = link.writable()?;
+            if room == 0 {
+                self.wait_for_room(fd, link)?;
+                continue;
+            }
+            let mut chunk = rest.min(room).min(ring::MAX_CHUNK);
+            rest -= chunk;
+            while chunk > 0 {
+                let bytes = &parts[part][offset..];
+                let n = bytes.len().min(chunk as usize);
+                link.write_at(at, &bytes[..n]);
+                at += n as u64;
+                chunk -= n as u64;
+                offset += n;
+                if offset == parts[part].len() {
+                    part += 1;
+                    offset = 0;
+                }
+            }
+            if link.publish(at) {
+                self.ring_bell(fd)?;
+                self.unchecked.set(0);
+            }
+        }
+        let unchecked = self.unchecked.get() + 1;
+        self.unchecked.set(unchecked);
+        if unchecked >= PEER_CHECK_EVERY {
+            if peer_closed(fd)? {
+                // Every later send looks again (and fails).
+                return Err(Error::Disconnected);
+            }
+            self.unchecked.set(0);
+        }
+        Ok(())
+    }
+
+    /// Waits until the outgoing ring has room, or the peer has gone.
+    fn wait_for_room(&self, fd: BorrowedFd<'_>, link: &Link) -> Result<()> {
+        let until = Instant::now() + self.spin.max;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+            if link.writable()? > 0 {
+                return Ok(());
+            }
+        }
+        loop {
+            if link.arm_writer()? {
+                link.disarm_writer();
+                return Ok(());
+            }
+            wsys::wait_readable(fd, recheck(None))?;
+            self.drain_control()?;
+            if self.ctl.borrow().eof {
+                return Err(Error::Disconnected);
+            }
+        }
+    }
+
+    /// Reads what the incoming ring holds into `buf` (at least one byte, or 0 once the peer
+    /// has gone and everything it sent was read), spinning briefly and then sleeping.
+    fn ring_read(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize> {
+        let link = self.link.clone().ok_or(Error::Closed)?;
+        loop {
+            let (n, wake) = link.read(buf)?;
+            if n > 0 {
+                self.received = link.position();
+                if wake {
+                    // The peer's sender waits for room; if it has gone, there is nobody to wake.
+                    let _ = self.ring_bell(self.fd()?);
+                }
+                return Ok(n);
+            }
+            if self.ctl.get_mut().eof || link.broken(true) {
+                return Ok(0);
+            }
+            let started = Instant::now();
+            let until = started + self.spin.budget;
+            let mut now = started;
+            let mut ready = false;
+            while now < until && deadline.is_none_or(|d| now < d) {
+                std::hint::spin_loop();
+                if link.readable()? > 0 {
+                    ready = true;
+                    break;
+                }
+                now = Instant::now();
+            }
+            if ready {
+                continue;
+            }
+            if link.arm_reader()? {
+                link.disarm_reader();
+                continue;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(Error::Timeout);
+            }
+            wsys::wait_readable(self.fd()?, recheck(deadline))?;
+            self.drain_control()?;
             self.spin.slept(now.elapsed());
         }
     }
@@ -668,16 +959,32 @@ impl From<TcpStream> for Connection {
 struct WireRef<'a> {
     #[serde(with = "fd_serde")]
     fd: BorrowedFd<'a>,
+    ring: Option<RingRef<'a>>,
     transport: Transport,
     readable: bool,
     writable: bool,
     max_len: u64,
 }
 
+#[derive(Serialize)]
+struct RingRef<'a> {
+    #[serde(with = "fd_serde")]
+    memfd: BorrowedFd<'a>,
+    side: u8,
+}
+
+#[derive(Deserialize)]
+struct RingOwned {
+    #[serde(with = "fd_serde")]
+    memfd: OwnedFd,
+    side: u8,
+}
+
 #[derive(Deserialize)]
 struct WireOwned {
     #[serde(with = "fd_serde")]
     fd: OwnedFd,
+    ring: Option<RingOwned>,
     transport: Transport,
     readable: bool,
     writable: bool,
@@ -691,11 +998,18 @@ impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
         let fd = self.fd.as_ref().ok_or_else(|| S::Error::custom("cannot send a closed connection"))?;
-        if self.has_buffered() || self.skip > 0 || !self.rfds.is_empty() {
+        let ctl = self.ctl.borrow();
+        if self.has_buffered()
+            || self.skip > 0
+            || !self.rfds.borrow().is_empty()
+            || !ctl.carry.is_empty()
+            || !ctl.orphans.is_empty()
+        {
             return Err(S::Error::custom("cannot send a connection that holds unread received data"));
         }
         WireRef {
             fd: fd.as_fd(),
+            ring: self.link.as_ref().map(|link| RingRef { memfd: link.memfd(), side: link.side() }),
             transport: self.transport,
             readable: self.readable,
             writable: self.writable,
@@ -709,8 +1023,12 @@ impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Connection, D::Error> {
         use serde::de::Error as _;
         let w = WireOwned::deserialize(deserializer)?;
-        let mut conn =
-            Connection::new(w.fd, w.transport, w.readable, w.writable).map_err(D::Error::custom)?;
+        let link = match w.ring {
+            Some(RingOwned { memfd, side }) => Some(Link::open(memfd, side).map_err(D::Error::custom)?),
+            None => None,
+        };
+        let mut conn = Connection::with_link(w.fd, w.transport, w.readable, w.writable, link)
+            .map_err(D::Error::custom)?;
         conn.max_len = w.max_len;
         Ok(conn)
     }

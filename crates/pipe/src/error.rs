@@ -13,7 +13,9 @@ pub enum Error {
     WrongDirection(&'static str),
     /// The peer has gone: end of stream between messages, or a write to a closed peer.
     Disconnected,
-    /// The peer went away in the middle of a message; the part received is discarded.
+    /// The peer went away in the middle of a message; the part received is discarded. Also
+    /// reported on both ends of a [`pipe`](crate::pipe) when one of several senders sharing an
+    /// end died with a message half sent: the stream cannot be framed after it.
     Truncated,
     /// An incoming message is larger than this connection's limit; nothing was allocated for it
     /// and it is skipped, so the connection stays usable.

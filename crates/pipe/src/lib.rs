@@ -17,6 +17,7 @@ mod auth;
 mod connection;
 mod error;
 mod listener;
+mod ring;
 mod sys;
 mod wait;
 

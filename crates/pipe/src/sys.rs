@@ -1,24 +1,13 @@
 //! The system calls of this crate that need `unsafe`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Once;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use multiproc_wire::sys::{cvt, cvt_retry};
-
-/// A pipe, close-on-exec and non-blocking: (read end, write end).
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
-    // SAFETY: pipe2 succeeded; both descriptors are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Grows a pipe's buffer (`F_SETPIPE_SZ`); failure (a per-user limit) is harmless.
-pub(crate) fn grow_pipe(fd: BorrowedFd<'_>, size: usize) {
-    // SAFETY: F_SETPIPE_SZ only changes the capacity of the pipe behind a borrowed descriptor.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
-}
 
 /// Fills `buf` with random bytes from the kernel (`getrandom`).
 pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
@@ -50,53 +39,196 @@ pub(crate) fn socket_domain(fd: BorrowedFd<'_>) -> Option<i32> {
     (ret == 0).then_some(domain)
 }
 
-/// Runs `write` with `SIGPIPE` blocked in the calling thread and discards the `SIGPIPE` it
-/// raised, if any: writing to a pipe whose reader has gone then fails with `EPIPE` whatever
-/// the process does with `SIGPIPE` (sockets use `MSG_NOSIGNAL` instead; pipes have no such
-/// flag). A `SIGPIPE` that was already pending before is left pending.
-pub(crate) fn without_sigpipe<T, E>(write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-    let sigpipe = sigpipe_set();
-    // SAFETY: sigset_t is plain old data, all-zero is an empty set; pthread_sigmask fills it.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: both sets are valid; blocking a signal in this thread has no other effect. With
-    // valid arguments pthread_sigmask cannot fail.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigpipe, &mut old) };
-    // SAFETY: `old` was filled by pthread_sigmask.
-    let was_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
-    // An unblocked SIGPIPE cannot be pending for this thread: it would have been delivered.
-    let pending_before = was_blocked && sigpipe_pending();
-    let result = write();
-    if result.is_err() && !pending_before && sigpipe_pending() {
-        let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: the set and timeout are valid; SIGPIPE is blocked, so this only takes the
-        // pending signal off the queue.
-        let _ = cvt_retry(|| unsafe { libc::sigtimedwait(&sigpipe, std::ptr::null_mut(), &zero) });
-    }
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    result
+// --------------------------------------------------------------------------- shared rings
+
+/// The control words at the start of a connection's shared memory (see `ring.rs`). Only
+/// atomics: valid for any bit pattern another process may have written.
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) id: IdLine,
+    pub(crate) rings: [RingHeader; 2],
 }
 
-/// The set holding only `SIGPIPE`.
-fn sigpipe_set() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain old data, initialised by sigemptyset; sigaddset with a valid
-    // signal number cannot fail.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        set
+/// What identifies a connection's memory.
+#[repr(C, align(64))]
+pub(crate) struct IdLine {
+    pub(crate) magic: AtomicU64,
+    pub(crate) capacity: AtomicU64,
+}
+
+/// The control words of one direction.
+#[repr(C)]
+pub(crate) struct RingHeader {
+    pub(crate) producer: ProducerLine,
+    pub(crate) consumer: ConsumerLine,
+    pub(crate) flags: FlagLine,
+}
+
+/// Written by the sending side.
+#[repr(C, align(64))]
+pub(crate) struct ProducerLine {
+    /// Bytes ever published.
+    pub(crate) tail: AtomicU64,
+    /// Descriptor records ever sent on the socket.
+    pub(crate) fd_sends: AtomicU64,
+    /// 0, or the pid of the process sending (with `LOCK_CONTENDED` when others wait).
+    pub(crate) lock: AtomicU32,
+    /// Set for good when a sender died with its message partly published.
+    pub(crate) broken: AtomicU32,
+    /// Where the message being sent ends (`tail` once it is published whole).
+    pub(crate) msg_end: AtomicU64,
+}
+
+/// Written by the receiving side.
+#[repr(C, align(64))]
+pub(crate) struct ConsumerLine {
+    /// Bytes ever consumed.
+    pub(crate) head: AtomicU64,
+    /// Descriptor records ever received from the socket.
+    pub(crate) fd_recvs: AtomicU64,
+}
+
+/// Written by whichever side goes to sleep, cleared by the side that wakes it.
+#[repr(C, align(64))]
+pub(crate) struct FlagLine {
+    pub(crate) reader_waiting: AtomicU32,
+    pub(crate) writer_waiting: AtomicU32,
+}
+
+/// Where the data areas start: one page after the header.
+pub(crate) const DATA_START: usize = 4096;
+const _: () = assert!(std::mem::size_of::<Header>() <= DATA_START);
+
+/// A shared mapping of a whole memory file.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    fd: OwnedFd,
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; the header is reached only through `&Header`
+// (atomics) and the data only by bounds-checked raw copies (`read`/`write`), never through
+// references.
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// A fresh memory file of `len` bytes (sparse: pages cost memory once touched), mapped.
+    pub(crate) fn create(len: usize) -> io::Result<Mapping> {
+        let fd = multiproc_wire::sys::memfd_create(c"multiproc-pipe")?;
+        let size = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `fd` is an open memfd owned by this function.
+        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        Mapping::map(fd, len)
+    }
+
+    /// Maps a memory file received from another process, whole.
+    pub(crate) fn open(fd: OwnedFd) -> io::Result<Mapping> {
+        let len = multiproc_wire::sys::file_size(fd.as_fd())?;
+        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        if len < DATA_START {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a connection's memory"));
+        }
+        Mapping::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh shared mapping of `len` bytes of `fd` at an address the kernel picks
+        // (it overlaps nothing); MAP_NORESERVE: the file is sparse.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+        Ok(Mapping { fd, base, len })
+    }
+
+    /// The memory file, for passing the connection to another process.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The mapping's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The header page.
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: the mapping is at least DATA_START bytes (checked when made), page aligned
+        // (so aligned for Header), lives as long as `self`, and Header holds only atomics,
+        // valid for any bit pattern.
+        unsafe { &*self.base.as_ptr().cast::<Header>() }
+    }
+
+    /// Copies `src` into the mapping at `offset`.
+    ///
+    /// # Panics
+    /// When the range is outside the data areas.
+    pub(crate) fn write(&self, offset: usize, src: &[u8]) {
+        assert!(offset >= DATA_START && offset.checked_add(src.len()).is_some_and(|end| end <= self.len));
+        // SAFETY: the range is inside the mapping (checked above) and past the header, so no
+        // reference covers it; the ring protocol gives these bytes to this writer alone until
+        // it publishes them. A peer breaking the protocol can only change byte values.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.as_ptr().add(offset), src.len()) };
+    }
+
+    /// Copies bytes of the mapping at `offset` into `dst`.
+    ///
+    /// # Panics
+    /// When the range is outside the data areas.
+    pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset >= DATA_START && offset.checked_add(dst.len()).is_some_and(|end| end <= self.len));
+        // SAFETY: as for `write`: inside the mapping, past the header, published to this reader
+        // by the ring protocol; `dst` is a distinct, writable Rust buffer.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
     }
 }
 
-/// Whether a `SIGPIPE` is pending for this thread or the process.
-fn sigpipe_pending() -> bool {
-    // SAFETY: sigset_t is plain old data; sigpending fills it.
-    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `pending` is writable.
-    if unsafe { libc::sigpending(&mut pending) } != 0 {
-        return false;
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are the mapping made in `map`, unmapped once; no reference into
+        // it outlives `self` (the header borrows from `self`).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
-    // SAFETY: `pending` was filled by sigpending.
-    unsafe { libc::sigismember(&pending, libc::SIGPIPE) == 1 }
+}
+
+/// This process's id, cached (`getpid` is a system call); the cache is cleared in the child
+/// of a `fork`.
+pub(crate) fn current_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static AT_FORK: Once = Once::new();
+    extern "C" fn forget() {
+        PID.store(0, Relaxed);
+    }
+    let pid = PID.load(Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: the child handler only stores to an atomic (async-signal-safe); registering
+        // cannot fail but for lack of memory, when the cache is merely never cleared.
+        unsafe { libc::pthread_atfork(None, None, Some(forget)) };
+    });
+    let pid = std::process::id();
+    PID.store(pid, Relaxed);
+    pid
+}
+
+/// Whether process `pid` exists (`kill(pid, 0)`; a process of another user counts).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: signal 0 checks only for existence; nothing is delivered.
+    unsafe { libc::kill(pid, 0) == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) }
 }

@@ -1,10 +1,11 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use multiproc_wire::sys as wsys;
 
 use crate::Connection;
+use crate::connection::RECHECK;
 
 /// Something [`wait`] can wait on: a [`Connection`], or any descriptor (a process's
 /// sentinel, a socket).
@@ -18,6 +19,13 @@ pub trait Waitable {
     fn ready_now(&self) -> bool {
         false
     }
+
+    /// Called when the descriptor polled readable: whether the object is really ready. A
+    /// connection made by [`pipe`](crate::pipe) reads its wake-up signals here and answers
+    /// from its shared memory.
+    fn confirm(&self) -> bool {
+        true
+    }
 }
 
 impl Waitable for Connection {
@@ -26,7 +34,12 @@ impl Waitable for Connection {
     }
 
     fn ready_now(&self) -> bool {
-        self.has_buffered()
+        // A ring connection with nothing to read is armed here: the peer's next message rings.
+        self.has_buffered() || self.ring_ready().unwrap_or(true)
+    }
+
+    fn confirm(&self) -> bool {
+        self.drain_control().is_err() || self.has_buffered() || self.ring_ready().unwrap_or(true)
     }
 }
 
@@ -47,7 +60,7 @@ impl<T: AsFd> Waitable for T {
 /// The operating system's error.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use multiproc_pipe::{pipe, wait};
 ///
 /// let (mut a, b) = pipe(true)?;
@@ -59,21 +72,35 @@ impl<T: AsFd> Waitable for T {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> io::Result<Vec<usize>> {
-    let ready: Vec<usize> = (0..objects.len()).filter(|&i| objects[i].ready_now()).collect();
-    if !ready.is_empty() {
-        return Ok(ready);
-    }
-    let mut indexes = Vec::with_capacity(objects.len());
-    let mut pfds = Vec::with_capacity(objects.len());
-    for (i, object) in objects.iter().enumerate() {
-        if let Some(fd) = object.wait_fd() {
-            indexes.push(i);
-            pfds.push(wsys::pollfd_in(fd));
+    let deadline = timeout.and_then(wsys::deadline_after);
+    loop {
+        let now: Vec<bool> = objects.iter().map(|object| object.ready_now()).collect();
+        let mut indexes = Vec::with_capacity(objects.len());
+        let mut pfds = Vec::with_capacity(objects.len());
+        for (i, object) in objects.iter().enumerate() {
+            if let Some(fd) = object.wait_fd().filter(|_| !now[i]) {
+                indexes.push(i);
+                pfds.push(wsys::pollfd_in(fd));
+            }
+        }
+        // With something ready, only look at the others; else sleep, at most RECHECK at a
+        // time: a wake-up signal of a connection can be taken by another handle on its end.
+        let sleep = if now.contains(&true) {
+            Some(Instant::now())
+        } else {
+            let soon = Instant::now() + RECHECK;
+            Some(deadline.map_or(soon, |d| d.min(soon)))
+        };
+        wsys::poll(&mut pfds, sleep)?;
+        let mut ready = now;
+        for (pfd, i) in pfds.iter().zip(indexes) {
+            ready[i] = pfd.revents != 0 && objects[i].confirm();
+        }
+        if ready.contains(&true) {
+            return Ok((0..objects.len()).filter(|&i| ready[i]).collect());
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Vec::new());
         }
     }
-    let deadline = timeout.and_then(wsys::deadline_after);
-    if wsys::poll(&mut pfds, deadline)? == 0 {
-        return Ok(Vec::new());
-    }
-    Ok(pfds.iter().zip(indexes).filter(|(p, _)| p.revents != 0).map(|(_, i)| i).collect())
 }

@@ -1,0 +1,300 @@
+//! The shared-memory path of connections made by [`pipe`](crate::pipe): one single-producer,
+//! single-consumer byte ring per direction in a memory file both processes map, beside the
+//! Unix socket that still joins the two ends.
+//!
+//! # Protocol
+//! The bytes a ring carries are the same frames a socket would carry. `tail` counts the bytes
+//! ever published and `head` the bytes ever consumed (both only grow; the offset in the data
+//! area is the count modulo the capacity, a power of two). A sender copies a message in and
+//! publishes it with one store of `tail`; a receiver copies out what is published and advances
+//! `head` with one store. Neither makes a system call while the other is awake.
+//!
+//! A side that finds nothing to do sets its `*_waiting` flag, checks once more, and sleeps in
+//! `poll` on the socket. The other side, after publishing (or consuming), checks the flag and,
+//! if set, clears it and rings a *bell*: a control record on the socket. Both checks follow a
+//! full fence, so one of the two always sees the other (no lost wake-up). The socket also tells
+//! each side that the other has gone (end of stream), and carries file descriptors: a message
+//! with descriptors is preceded on the socket by a record naming the ring offset where the
+//! message starts, with the descriptors attached.
+//!
+//! # Control records
+//! Every record on the socket is [`RECORD`] bytes: a tag ([`BELL`] or [`FDS`]) and a
+//! little-endian `u64` (the ring offset for `FDS`).
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::fence;
+use std::time::{Duration, Instant};
+
+use multiproc_wire::sys::{futex_wait, futex_wake};
+
+use crate::sys::{DATA_START, Mapping, RingHeader, current_pid, process_exists};
+
+/// Data bytes of each direction's ring (sparse: only touched pages cost memory).
+pub(crate) const CAPACITY: u64 = 1 << 20;
+/// The most a sender copies before publishing, so that the receiver of a large message
+/// copies out while the rest is copied in.
+pub(crate) const MAX_CHUNK: u64 = CAPACITY / 4;
+/// Identifies a connection's memory.
+const MAGIC: u64 = 0x6d70_7069_7065_7201;
+/// Bytes of a control record.
+pub(crate) const RECORD: usize = 9;
+/// Control record: "look at the ring".
+pub(crate) const BELL: u8 = 0;
+/// Control record: descriptors of the message at the given ring offset.
+pub(crate) const FDS: u8 = 1;
+/// Set in the lock word when others wait for it.
+const LOCK_CONTENDED: u32 = 1 << 31;
+
+/// One end's handle on the shared rings: it sends on ring `side` and receives on the other.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    map: Arc<Mapping>,
+    side: usize,
+    mask: u64,
+}
+
+/// Holds the sending side of a ring (see [`Link::lock`]).
+pub(crate) struct SendGuard<'a> {
+    link: &'a Link,
+}
+
+impl Drop for SendGuard<'_> {
+    fn drop(&mut self) {
+        let word = &self.link.tx().producer.lock;
+        if word.swap(0, Release) & LOCK_CONTENDED != 0 {
+            futex_wake(word, u32::MAX);
+        }
+    }
+}
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("connection memory is corrupt: {what}"))
+}
+
+impl Link {
+    /// A new pair of rings: (end 0, end 1).
+    pub(crate) fn pair() -> io::Result<(Link, Link)> {
+        let map = Mapping::create(DATA_START + 2 * CAPACITY as usize)?;
+        let id = &map.header().id;
+        id.capacity.store(CAPACITY, Relaxed);
+        id.magic.store(MAGIC, Release);
+        let map = Arc::new(map);
+        let mask = CAPACITY - 1;
+        Ok((Link { map: map.clone(), side: 0, mask }, Link { map, side: 1, mask }))
+    }
+
+    /// The handle of end `side` on rings received from another process.
+    pub(crate) fn open(fd: OwnedFd, side: u8) -> io::Result<Link> {
+        let map = Mapping::open(fd)?;
+        let id = &map.header().id;
+        let capacity = id.capacity.load(Relaxed);
+        if id.magic.load(Acquire) != MAGIC
+            || side > 1
+            || !capacity.is_power_of_two()
+            || (DATA_START as u64)
+                .checked_add(capacity.saturating_mul(2))
+                .is_none_or(|len| len > map.len() as u64)
+        {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a connection's memory"));
+        }
+        Ok(Link { map: Arc::new(map), side: usize::from(side), mask: capacity - 1 })
+    }
+
+    /// The memory file, for passing this end to another process.
+    pub(crate) fn memfd(&self) -> BorrowedFd<'_> {
+        self.map.fd()
+    }
+
+    /// Which end this is (0 or 1).
+    pub(crate) fn side(&self) -> u8 {
+        self.side as u8
+    }
+
+    fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    fn tx(&self) -> &RingHeader {
+        &self.map.header().rings[self.side]
+    }
+
+    fn rx(&self) -> &RingHeader {
+        &self.map.header().rings[1 - self.side]
+    }
+
+    fn data(&self, side: usize) -> usize {
+        DATA_START + side * self.capacity() as usize
+    }
+
+    // ----------------------------------------------------------------------- receiving
+
+    /// Bytes published and not yet consumed on the incoming ring.
+    pub(crate) fn readable(&self) -> io::Result<u64> {
+        let rx = self.rx();
+        let head = rx.consumer.head.load(Relaxed);
+        let n = rx.producer.tail.load(Acquire).wrapping_sub(head);
+        if n > self.capacity() {
+            return Err(corrupt("more bytes published than fit"));
+        }
+        Ok(n)
+    }
+
+    /// Bytes ever consumed from the incoming ring: the stream offset of the next byte.
+    pub(crate) fn position(&self) -> u64 {
+        self.rx().consumer.head.load(Relaxed)
+    }
+
+    /// Copies what is published (at most `buf.len()` bytes) into `buf` and consumes it.
+    /// Returns the count, and whether the sender waits for room (ring its bell).
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        let n = self.readable()?.min(buf.len() as u64) as usize;
+        if n == 0 {
+            return Ok((0, false));
+        }
+        let rx = self.rx();
+        let head = rx.consumer.head.load(Relaxed);
+        let at = (head & self.mask) as usize;
+        let first = n.min(self.capacity() as usize - at);
+        let base = self.data(1 - self.side);
+        self.map.read(base + at, &mut buf[..first]);
+        self.map.read(base, &mut buf[first..n]);
+        rx.consumer.head.store(head + n as u64, Release);
+        fence(SeqCst);
+        let wake = rx.flags.writer_waiting.load(Relaxed) != 0 && rx.flags.writer_waiting.swap(0, AcqRel) != 0;
+        Ok((n, wake))
+    }
+
+    /// Announces that this end is about to sleep until the incoming ring has data; returns
+    /// whether it has some now (then it need not sleep).
+    pub(crate) fn arm_reader(&self) -> io::Result<bool> {
+        self.rx().flags.reader_waiting.store(1, Relaxed);
+        fence(SeqCst);
+        Ok(self.readable()? > 0)
+    }
+
+    /// Withdraws [`arm_reader`](Link::arm_reader).
+    pub(crate) fn disarm_reader(&self) {
+        self.rx().flags.reader_waiting.store(0, Relaxed);
+    }
+
+    /// Whether descriptor records were sent that this side has not received yet.
+    pub(crate) fn fds_pending(&self) -> bool {
+        let rx = self.rx();
+        rx.producer.fd_sends.load(Acquire) > rx.consumer.fd_recvs.load(Relaxed)
+    }
+
+    /// Counts one descriptor record received.
+    pub(crate) fn fds_received(&self) {
+        self.rx().consumer.fd_recvs.fetch_add(1, Release);
+    }
+
+    // ----------------------------------------------------------------------- sending
+
+    /// Takes the sending side of the outgoing ring: one sender at a time, across threads and
+    /// processes holding this end. A sender that died holding it is detected and replaced.
+    pub(crate) fn lock(&self) -> SendGuard<'_> {
+        let word = &self.tx().producer.lock;
+        let me = current_pid();
+        let mut spins = 0u32;
+        loop {
+            let held = match word.compare_exchange(0, me, Acquire, Relaxed) {
+                Ok(_) => return SendGuard { link: self },
+                Err(held) => held,
+            };
+            if spins < 200 {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let contended = held | LOCK_CONTENDED;
+            if held != contended && word.compare_exchange(held, contended, Relaxed, Relaxed).is_err() {
+                continue;
+            }
+            let woken = futex_wait(word, contended, Some(Instant::now() + Duration::from_millis(20)));
+            let owner = held & !LOCK_CONTENDED;
+            if !woken && owner != me && !process_exists(owner) {
+                // A message it published in part would run into the next one: the stream is
+                // broken for good (see `broken`). One it never published is simply gone.
+                let producer = &self.tx().producer;
+                if producer.msg_end.load(Relaxed) != producer.tail.load(Relaxed) {
+                    producer.broken.store(1, Relaxed);
+                }
+                let _ = word.compare_exchange(contended, 0, AcqRel, Relaxed);
+            }
+        }
+    }
+
+    /// Whether a sender on the incoming (`incoming`) or outgoing ring died in the middle of a
+    /// message it had published in part: the bytes that follow cannot be framed.
+    pub(crate) fn broken(&self, incoming: bool) -> bool {
+        let ring = if incoming { self.rx() } else { self.tx() };
+        ring.producer.broken.load(Relaxed) != 0
+    }
+
+    /// Records where the message about to be sent ends (see `broken`).
+    pub(crate) fn begin_message(&self, end: u64) {
+        self.tx().producer.msg_end.store(end, Relaxed);
+    }
+
+    /// Bytes ever published on the outgoing ring.
+    pub(crate) fn tail(&self) -> u64 {
+        self.tx().producer.tail.load(Relaxed)
+    }
+
+    /// Free bytes in the outgoing ring.
+    pub(crate) fn writable(&self) -> io::Result<u64> {
+        let tx = self.tx();
+        let used = tx.producer.tail.load(Relaxed).wrapping_sub(tx.consumer.head.load(Acquire));
+        if used > self.capacity() {
+            return Err(corrupt("more bytes consumed than published"));
+        }
+        Ok(self.capacity() - used)
+    }
+
+    /// Copies `bytes` into the outgoing ring at stream offset `at` (the caller holds the lock
+    /// and has checked that they fit).
+    pub(crate) fn write_at(&self, at: u64, bytes: &[u8]) {
+        let offset = (at & self.mask) as usize;
+        let first = bytes.len().min(self.capacity() as usize - offset);
+        let base = self.data(self.side);
+        self.map.write(base + offset, &bytes[..first]);
+        self.map.write(base, &bytes[first..]);
+    }
+
+    /// Publishes the outgoing ring's bytes up to `tail`; returns whether the receiver sleeps
+    /// (ring its bell).
+    pub(crate) fn publish(&self, tail: u64) -> bool {
+        let tx = self.tx();
+        tx.producer.tail.store(tail, Release);
+        fence(SeqCst);
+        tx.flags.reader_waiting.load(Relaxed) != 0 && tx.flags.reader_waiting.swap(0, AcqRel) != 0
+    }
+
+    /// Announces that this end is about to sleep until the outgoing ring has room; returns
+    /// whether it has some now.
+    pub(crate) fn arm_writer(&self) -> io::Result<bool> {
+        self.tx().flags.writer_waiting.store(1, Relaxed);
+        fence(SeqCst);
+        Ok(self.writable()? > 0)
+    }
+
+    /// Withdraws [`arm_writer`](Link::arm_writer).
+    pub(crate) fn disarm_writer(&self) {
+        self.tx().flags.writer_waiting.store(0, Relaxed);
+    }
+
+    /// Counts one descriptor record sent.
+    pub(crate) fn fds_sent(&self) {
+        self.tx().producer.fd_sends.fetch_add(1, Release);
+    }
+
+    /// Asks the peer's sender to ring the bell after its next message: a closed end does
+    /// this, so that the peer's next send learns from the socket whether any handle on this
+    /// end is left.
+    pub(crate) fn want_bell(&self) {
+        self.rx().flags.reader_waiting.store(1, SeqCst);
+    }
+}
