@@ -897,7 +897,10 @@ impl Connection {
             let mut now = started;
             let mut ready = false;
             while now < until && deadline.is_none_or(|d| now < d) {
-                std::hint::spin_loop();
+                // Yield while watching: a thread of this machine that has work (often the
+                // very one that will send) runs instead, and this one comes back at once
+                // when none has.
+                std::thread::yield_now();
                 if link.readable()? > 0 {
                     ready = true;
                     break;

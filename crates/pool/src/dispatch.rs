@@ -33,6 +33,9 @@ const PREFETCH_QUICK: usize = 32;
 const QUICK_TASK: Duration = Duration::from_micros(200);
 /// A task this small may be sent to a busy worker.
 const SMALL_TASK: usize = 32 << 10;
+/// The longest the dispatcher watches for work before it sleeps: a worker's answer or a new
+/// task that comes within it costs no wake-up (≈20 µs between cores).
+const SPIN: Duration = Duration::from_micros(50);
 /// How long a stopping worker may take before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -181,6 +184,10 @@ pub(crate) struct Dispatcher {
     next_id: u64,
     closing: bool,
     broken: Option<Error>,
+    /// Answers read and not yet handed to their sinks (see `wait_and_handle`).
+    answered: Vec<(Task, Result<Reply>)>,
+    /// How long to watch for work before sleeping, adapted to whether watching pays.
+    spin: Duration,
 }
 
 impl Dispatcher {
@@ -202,6 +209,8 @@ impl Dispatcher {
             next_id: 0,
             closing: false,
             broken: None,
+            answered: Vec::new(),
+            spin: if multiproc_wire::sys::multicore() { SPIN } else { Duration::ZERO },
         }
     }
 
@@ -291,14 +300,37 @@ impl Dispatcher {
         }
     }
 
+    /// Watches (yielding the core to any thread that has work) for a command or an answer
+    /// for up to `self.spin`; whether one came.
+    fn watch(&mut self) -> bool {
+        let started = Instant::now();
+        let until = started + self.spin;
+        loop {
+            if !self.rx.is_empty()
+                || self.workers.iter().any(|w| !w.hung_up && !w.inflight.is_empty() && w.conn.ready_now())
+            {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     fn wait_and_handle(&mut self) {
+        let busy = !self.inflight.is_empty() || !self.queue.is_empty();
+        let found = busy && !self.spin.is_zero() && self.watch();
         // Announce the sleep, then look once more: a submitter that sent before seeing the
         // flag is seen here; one that sent after it writes to the waker (Pool::wake).
-        self.sleeping.store(true, Ordering::SeqCst);
-        if !self.rx.is_empty() {
-            self.sleeping.store(false, Ordering::SeqCst);
-            return;
+        if !found {
+            self.sleeping.store(true, Ordering::SeqCst);
+            if !self.rx.is_empty() {
+                self.sleeping.store(false, Ordering::SeqCst);
+                return;
+            }
         }
+        let slept = Instant::now();
         let ready = {
             let sentinels: Vec<_> =
                 self.workers.iter().map(|w| w.process.sentinel().expect("workers are started")).collect();
@@ -307,7 +339,7 @@ impl Dispatcher {
             let conns: Vec<usize> = (0..self.workers.len()).filter(|&i| !self.workers[i].hung_up).collect();
             objects.extend(conns.iter().map(|&i| &self.workers[i].conn as &dyn Waitable));
             objects.extend(sentinels.iter().map(|s| s as &dyn Waitable));
-            let ready = wait(&objects, None).unwrap_or_default();
+            let ready = wait(&objects, found.then_some(Duration::ZERO)).unwrap_or_default();
             let mut readable = Vec::new();
             let mut exited = Vec::new();
             for i in ready {
@@ -321,6 +353,17 @@ impl Dispatcher {
             }
             (readable, exited)
         };
+        if !found && busy && multiproc_wire::sys::multicore() {
+            // Watching longer would have caught what woke us: watch fully next time; else less.
+            if slept.elapsed() < SPIN * 2 {
+                self.spin = SPIN;
+            } else {
+                self.spin /= 2;
+                if self.spin < Duration::from_micros(2) {
+                    self.spin = Duration::ZERO;
+                }
+            }
+        }
         self.sleeping.store(false, Ordering::SeqCst);
         let mut drain = [0u8; 64];
         while matches!((&self.waker).read(&mut drain), Ok(n) if n > 0) {}
@@ -333,13 +376,23 @@ impl Dispatcher {
         for index in exited {
             self.reap_worker(index);
         }
+        // Workers that answered get their next tasks before the answers are decoded (which
+        // can take as long as the task did): they work while the results are handled.
+        if !self.answered.is_empty() {
+            self.assign();
+            for (task, reply) in self.answered.drain(..) {
+                task.sink.complete(task.chunk, reply);
+            }
+        }
     }
 
     /// Reads every message a worker has sent.
     fn read_worker(&mut self, index: usize) {
         loop {
             let worker = &mut self.workers[index];
-            if worker.hung_up || !worker.conn.poll(Some(Duration::ZERO)).unwrap_or(false) {
+            // `ready_now` looks at the shared ring without a system call; end of stream was
+            // seen by `wait` (or the sentinel will tell).
+            if worker.hung_up || !worker.conn.ready_now() {
                 return;
             }
             match worker.conn.recv::<FromWorker>() {
@@ -363,7 +416,7 @@ impl Dispatcher {
                     }
                     if let Some(task) = self.inflight.remove(&id) {
                         let reply: Result<Reply> = reply.map_err(|e| Error::new(ErrorKind::Codec, e));
-                        task.sink.complete(task.chunk, reply);
+                        self.answered.push((task, reply));
                     }
                 }
                 Err(_) => {

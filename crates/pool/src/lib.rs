@@ -28,6 +28,7 @@ mod dispatch;
 mod error;
 mod pool;
 mod result;
+mod sys;
 mod worker;
 
 pub use error::{Error, ErrorKind, Result};

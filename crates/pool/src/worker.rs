@@ -34,9 +34,7 @@ pub(crate) enum FromWorker {
 /// The worker's main loop: the target of every worker process.
 pub(crate) fn worker_main(args: WorkerArgs) {
     let WorkerArgs { mut conn, init } = args;
-    // Workers are as many as the cores: spinning while waiting for a task would take the
-    // core the pool's dispatcher needs to send it.
-    conn.set_spin_limit(std::time::Duration::ZERO);
+    crate::sys::keep_freed_memory();
     if let Some(init) = init {
         let outcome = init.run().map_err(|e| e.to_string()).and_then(|reply| {
             match reply.decode::<()>().map_err(|e| e.to_string())?.into_iter().next() {
