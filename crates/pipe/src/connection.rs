@@ -25,6 +25,8 @@ const MAX_SPIN: Duration = Duration::from_micros(50);
 /// The longest a connection over shared rings sleeps before looking at them again: a bell
 /// can be taken by another handle on the same end (`try_clone`), and this bounds the delay.
 pub(crate) const RECHECK: Duration = Duration::from_millis(50);
+/// How long a watch spins before it starts yielding the core (see `pause`).
+const PURE_SPIN: Duration = Duration::from_micros(5);
 /// Sends over shared rings between checks that the peer still exists.
 const PEER_CHECK_EVERY: u32 = 256;
 
@@ -697,6 +699,17 @@ impl Drop for Connection {
     }
 }
 
+/// One pause of a thread watching shared memory for `spun` so far: a CPU pause at first (the
+/// peer usually answers within microseconds), then yielding the core, so that a thread of
+/// this machine that has work (often the very one that will answer) runs instead.
+fn pause(spun: Duration) {
+    if spun < PURE_SPIN {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 /// Whether the peer of socket `fd` has closed its end (`POLLHUP` without waiting).
 fn peer_closed(fd: BorrowedFd<'_>) -> Result<bool> {
     let mut pfd = [libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 }];
@@ -855,12 +868,14 @@ impl Connection {
 
     /// Waits until the outgoing ring has room, or the peer has gone.
     fn wait_for_room(&self, fd: BorrowedFd<'_>, link: &Link) -> Result<()> {
-        let until = Instant::now() + self.spin.max;
-        while Instant::now() < until {
-            std::hint::spin_loop();
+        let started = Instant::now();
+        let mut now = started;
+        while now < started + self.spin.max {
+            pause(now - started);
             if link.writable()? > 0 {
                 return Ok(());
             }
+            now = Instant::now();
         }
         loop {
             if link.arm_writer()? {
@@ -897,10 +912,7 @@ impl Connection {
             let mut now = started;
             let mut ready = false;
             while now < until && deadline.is_none_or(|d| now < d) {
-                // Yield while watching: a thread of this machine that has work (often the
-                // very one that will send) runs instead, and this one comes back at once
-                // when none has.
-                std::thread::yield_now();
+                pause(now - started);
                 if link.readable()? > 0 {
                     ready = true;
                     break;
