@@ -121,8 +121,11 @@ pub struct Connection {
     unchecked: Cell<u32>,
     /// Bytes received from the stream so far.
     received: u64,
-    /// A large message being received straight into its own buffer: (buffer, bytes filled).
+    /// A large message being received straight into its own buffer: (buffer, its length).
+    /// Over a socket the buffer has that length from the start (zeroed) and the bytes filled
+    /// are counted in `big_filled`; over shared rings it grows as bytes arrive.
     big: Option<(Vec<u8>, usize)>,
+    big_filled: usize,
     /// Bytes of an oversized message still to discard.
     skip: u64,
     /// Reused encoding buffers.
@@ -197,6 +200,7 @@ impl Connection {
             ctl: RefCell::new(Control::default()),
             unchecked: Cell::new(0),
             big: None,
+            big_filled: 0,
             skip: 0,
             scratch: Vec::new(),
             scratch_fds: Vec::new(),
@@ -573,23 +577,46 @@ impl Connection {
         }
         // A large message: received straight into a buffer of its own.
         self.rpos += head;
-        let mut bytes = vec![0u8; len];
         let have = (self.rend - self.rpos).min(len);
-        bytes[..have].copy_from_slice(&self.rbuf[self.rpos..self.rpos + have]);
+        let already = &self.rbuf[self.rpos..self.rpos + have];
+        let bytes = if self.link.is_some() {
+            let mut bytes = Vec::with_capacity(len);
+            bytes.extend_from_slice(already);
+            bytes
+        } else {
+            let mut bytes = vec![0u8; len];
+            bytes[..have].copy_from_slice(already);
+            bytes
+        };
         self.rpos += have;
-        self.big = Some((bytes, have));
+        self.big = Some((bytes, len));
+        self.big_filled = have;
         self.finish_big(deadline)
     }
 
     fn finish_big(&mut self, deadline: Option<Instant>) -> Result<Body> {
-        let (mut bytes, mut filled) = self.big.take().expect("a large message in progress");
-        while filled < bytes.len() {
-            match self.read_into(&mut bytes[filled..], deadline) {
+        let (mut bytes, len) = self.big.take().expect("a large message in progress");
+        let mut filled = self.big_filled;
+        while filled < len {
+            let result = match self.link.clone() {
+                // Straight from the ring into the buffer's spare room: nothing is zeroed.
+                Some(link) => self.ring_wait(&link, deadline).and_then(|more| {
+                    if !more {
+                        return Ok(0);
+                    }
+                    let (n, wake) = link.read_append(&mut bytes, len - filled)?;
+                    self.ring_consumed(&link, wake);
+                    Ok(n)
+                }),
+                None => self.read_into(&mut bytes[filled..], deadline),
+            };
+            match result {
                 Ok(0) => return Err(Error::Truncated),
                 Ok(n) => filled += n,
                 Err(err) => {
                     if err.is_timeout() {
-                        self.big = Some((bytes, filled));
+                        self.big = Some((bytes, len));
+                        self.big_filled = filled;
                     }
                     return Err(err);
                 }
@@ -894,18 +921,35 @@ impl Connection {
     /// has gone and everything it sent was read), spinning briefly and then sleeping.
     fn ring_read(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize> {
         let link = self.link.clone().ok_or(Error::Closed)?;
+        if buf.is_empty() || !self.ring_wait(&link, deadline)? {
+            return Ok(0);
+        }
+        let (n, wake) = link.read(buf)?;
+        self.ring_consumed(&link, wake);
+        Ok(n)
+    }
+
+    /// After bytes were consumed from the incoming ring: updates the stream offset, and wakes
+    /// the peer's sender if it waits for room.
+    fn ring_consumed(&mut self, link: &Link, wake: bool) {
+        self.received = link.position();
+        if wake {
+            // If the peer has gone, there is nobody to wake.
+            if let Ok(fd) = self.fd() {
+                let _ = self.ring_bell(fd);
+            }
+        }
+    }
+
+    /// Waits until the incoming ring holds bytes (`true`), or the peer has gone and everything
+    /// it sent was read (`false`), spinning briefly and then sleeping.
+    fn ring_wait(&mut self, link: &Link, deadline: Option<Instant>) -> Result<bool> {
         loop {
-            let (n, wake) = link.read(buf)?;
-            if n > 0 {
-                self.received = link.position();
-                if wake {
-                    // The peer's sender waits for room; if it has gone, there is nobody to wake.
-                    let _ = self.ring_bell(self.fd()?);
-                }
-                return Ok(n);
+            if link.readable()? > 0 {
+                return Ok(true);
             }
             if self.ctl.get_mut().eof || link.broken(true) {
-                return Ok(0);
+                return Ok(false);
             }
             let started = Instant::now();
             let until = started + self.spin.budget;

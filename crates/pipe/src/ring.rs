@@ -167,6 +167,26 @@ impl Link {
         Ok((n, wake))
     }
 
+    /// [`read`](Link::read) that appends at most `max` bytes to `buf` (growing it) instead
+    /// of filling a slice: the buffer's new bytes are never zeroed first.
+    pub(crate) fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<(usize, bool)> {
+        let n = self.readable()?.min(max as u64) as usize;
+        if n == 0 {
+            return Ok((0, false));
+        }
+        let rx = self.rx();
+        let head = rx.consumer.head.load(Relaxed);
+        let at = (head & self.mask) as usize;
+        let first = n.min(self.capacity() as usize - at);
+        let base = self.data(1 - self.side);
+        self.map.read_append(base + at, first, buf);
+        self.map.read_append(base, n - first, buf);
+        rx.consumer.head.store(head + n as u64, Release);
+        fence(SeqCst);
+        let wake = rx.flags.writer_waiting.load(Relaxed) != 0 && rx.flags.writer_waiting.swap(0, AcqRel) != 0;
+        Ok((n, wake))
+    }
+
     /// Announces that this end is about to sleep until the incoming ring has data; returns
     /// whether it has some now (then it need not sleep).
     pub(crate) fn arm_reader(&self) -> io::Result<bool> {

@@ -196,6 +196,30 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Appends `len` bytes of the mapping at `offset` to `buf`, without zeroing its new room
+    /// first.
+    ///
+    /// # Panics
+    /// When the range is outside the data areas.
+    pub(crate) fn read_append(&self, offset: usize, len: usize, buf: &mut Vec<u8>) {
+        assert!(offset >= DATA_START && offset.checked_add(len).is_some_and(|end| end <= self.len));
+        buf.reserve(len);
+        // SAFETY: the source range is inside the mapping, past the header (as for `read`); the
+        // destination is the spare capacity of `buf`, reserved above for `len` bytes and
+        // distinct from the mapping; after the copy those bytes are initialised, so the length
+        // may cover them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(offset),
+                buf.as_mut_ptr().add(buf.len()),
+                len,
+            );
+            buf.set_len(buf.len() + len);
+        }
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `base`/`len` are the mapping made in `map`, unmapped once; no reference into

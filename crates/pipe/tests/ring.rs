@@ -156,3 +156,29 @@ fn a_wake_up_without_a_message_does_not_make_an_end_ready() {
     assert_eq!(b.recv_timeout::<u8>(LIMIT).unwrap(), 6);
     drop(sender.join(LIMIT));
 }
+
+#[test]
+fn resumes_a_large_message_across_timeouts() {
+    let (mut rx, mut tx) = pipe(false).unwrap();
+    let sender = Bounded::spawn("sender", move || {
+        for len in [HUGE, 5, HUGE + 3] {
+            tx.send_bytes(&pattern(len)).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let mut timeouts = 0;
+    let until = Instant::now() + LIMIT;
+    for len in [HUGE, 5, HUGE + 3] {
+        let message = loop {
+            match rx.recv_bytes_timeout(Duration::from_micros(1)) {
+                Ok(message) => break message,
+                Err(Error::Timeout) => timeouts += 1,
+                Err(err) => panic!("{err}"),
+            }
+            assert!(Instant::now() < until, "the message never arrived");
+        };
+        assert!(message == pattern(len), "a message of {len} bytes was damaged");
+    }
+    assert!(timeouts > 0, "no receive timed out: the test proves nothing");
+    sender.join(LIMIT);
+}
