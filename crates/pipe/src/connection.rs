@@ -296,10 +296,11 @@ impl Connection {
         self.max_len = max;
     }
 
-    /// Sets how long a receive may spin (watching the descriptor) before it sleeps: 50 µs by
+    /// Sets how long a receive may spin (watching the connection) before it sleeps: 50 µs by
     /// default on a machine with more than one core. Spinning saves the cost of a wake-up
-    /// (tens of microseconds between cores) when the peer answers quickly; set zero for a
-    /// process that waits long or competes with others for few cores.
+    /// (tens of microseconds between cores) when the peer answers quickly; after a few
+    /// microseconds the watch yields the core at each look, so a thread with work runs first.
+    /// The spin shortens by itself while the peer takes long; set zero to sleep at once.
     pub fn set_spin_limit(&mut self, limit: Duration) {
         self.spin.set_max(limit);
     }
