@@ -94,6 +94,19 @@ fn a_sender_killed_mid_message_is_reported_not_mixed_into_the_next() {
     }
 }
 
+#[test]
+fn a_sole_sender_killed_mid_message_leaves_a_truncated_message() {
+    for method in METHODS {
+        let (mut rx, tx) = pipe(false).unwrap();
+        let mut p = start(method, send_huge, tx);
+        assert!(rx.poll(Some(LIMIT)).unwrap(), "{method}: nothing was published");
+        p.kill().unwrap();
+        p.join().unwrap();
+        assert!(matches!(rx.recv_bytes_timeout(LIMIT), Err(Error::Truncated)), "{method}");
+        assert!(matches!(rx.recv_bytes_timeout(LIMIT), Err(Error::Disconnected)), "{method}");
+    }
+}
+
 fn receive_once_then_spin(mut rx: Connection) {
     let _: u8 = rx.recv_timeout(LIMIT).expect("child: recv");
     let until = Instant::now() + LIMIT;
