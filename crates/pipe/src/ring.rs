@@ -150,26 +150,22 @@ impl Link {
     /// Copies what is published (at most `buf.len()` bytes) into `buf` and consumes it.
     /// Returns the count, and whether the sender waits for room (ring its bell).
     pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
-        let n = self.readable()?.min(buf.len() as u64) as usize;
-        if n == 0 {
-            return Ok((0, false));
-        }
-        let rx = self.rx();
-        let head = rx.consumer.head.load(Relaxed);
-        let at = (head & self.mask) as usize;
-        let first = n.min(self.capacity() as usize - at);
-        let base = self.data(1 - self.side);
-        self.map.read(base + at, &mut buf[..first]);
-        self.map.read(base, &mut buf[first..n]);
-        rx.consumer.head.store(head + n as u64, Release);
-        fence(SeqCst);
-        let wake = rx.flags.writer_waiting.load(Relaxed) != 0 && rx.flags.writer_waiting.swap(0, AcqRel) != 0;
-        Ok((n, wake))
+        let mut filled = 0;
+        self.consume(buf.len(), |offset, len| {
+            self.map.read(offset, &mut buf[filled..filled + len]);
+            filled += len;
+        })
     }
 
     /// [`read`](Link::read) that appends at most `max` bytes to `buf` (growing it) instead
     /// of filling a slice: the buffer's new bytes are never zeroed first.
     pub(crate) fn read_append(&self, buf: &mut Vec<u8>, max: usize) -> io::Result<(usize, bool)> {
+        self.consume(max, |offset, len| self.map.read_append(offset, len, buf))
+    }
+
+    /// Consumes at most `max` published bytes, handing `copy` their places in the mapping
+    /// (two when they wrap) in order; then checks whether the sender waits for room.
+    fn consume(&self, max: usize, mut copy: impl FnMut(usize, usize)) -> io::Result<(usize, bool)> {
         let n = self.readable()?.min(max as u64) as usize;
         if n == 0 {
             return Ok((0, false));
@@ -179,8 +175,10 @@ impl Link {
         let at = (head & self.mask) as usize;
         let first = n.min(self.capacity() as usize - at);
         let base = self.data(1 - self.side);
-        self.map.read_append(base + at, first, buf);
-        self.map.read_append(base, n - first, buf);
+        copy(base + at, first);
+        if n > first {
+            copy(base, n - first);
+        }
         rx.consumer.head.store(head + n as u64, Release);
         fence(SeqCst);
         let wake = rx.flags.writer_waiting.load(Relaxed) != 0 && rx.flags.writer_waiting.swap(0, AcqRel) != 0;

@@ -1,13 +1,12 @@
 //! The system calls of this crate that need `unsafe`.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Once;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use multiproc_wire::sys::{cvt, cvt_retry};
+use multiproc_wire::sys::{SharedMap, cvt_retry};
 
 /// Fills `buf` with random bytes from the kernel (`getrandom`).
 pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
@@ -99,69 +98,31 @@ pub(crate) struct FlagLine {
 pub(crate) const DATA_START: usize = 4096;
 const _: () = assert!(std::mem::size_of::<Header>() <= DATA_START);
 
-/// A shared mapping of a whole memory file.
+/// A connection's shared memory: the header page, then the data areas.
 #[derive(Debug)]
 pub(crate) struct Mapping {
-    fd: OwnedFd,
-    base: NonNull<u8>,
-    len: usize,
+    map: SharedMap,
 }
 
-// SAFETY: the mapping is plain shared memory; the header is reached only through `&Header`
-// (atomics) and the data only by bounds-checked raw copies (`read`/`write`), never through
-// references.
-unsafe impl Send for Mapping {}
-// SAFETY: as for Send.
-unsafe impl Sync for Mapping {}
-
 impl Mapping {
-    /// A fresh memory file of `len` bytes (sparse: pages cost memory once touched), mapped.
+    /// A fresh memory file of `len` bytes (at least the header page), mapped.
     pub(crate) fn create(len: usize) -> io::Result<Mapping> {
-        let fd = multiproc_wire::sys::memfd_create(c"multiproc-pipe")?;
-        let size = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `fd` is an open memfd owned by this function.
-        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
-        Mapping::map(fd, len)
+        Ok(Mapping { map: SharedMap::create(c"multiproc-pipe", len.max(DATA_START))? })
     }
 
     /// Maps a memory file received from another process, whole.
     pub(crate) fn open(fd: OwnedFd) -> io::Result<Mapping> {
-        let len = multiproc_wire::sys::file_size(fd.as_fd())?;
-        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        if len < DATA_START {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a connection's memory"));
-        }
-        Mapping::map(fd, len)
-    }
-
-    fn map(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
-        // SAFETY: a fresh shared mapping of `len` bytes of `fd` at an address the kernel picks
-        // (it overlaps nothing); MAP_NORESERVE: the file is sparse.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
-        Ok(Mapping { fd, base, len })
+        Ok(Mapping { map: SharedMap::open(fd, DATA_START)? })
     }
 
     /// The memory file, for passing the connection to another process.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.map.fd()
     }
 
     /// The mapping's length.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// The header page.
@@ -169,7 +130,17 @@ impl Mapping {
         // SAFETY: the mapping is at least DATA_START bytes (checked when made), page aligned
         // (so aligned for Header), lives as long as `self`, and Header holds only atomics,
         // valid for any bit pattern.
-        unsafe { &*self.base.as_ptr().cast::<Header>() }
+        unsafe { &*self.map.base().as_ptr().cast::<Header>() }
+    }
+
+    /// The address of byte `offset` of a range of `len` bytes in the data areas.
+    ///
+    /// # Panics
+    /// When the range is outside the data areas.
+    fn data(&self, offset: usize, len: usize) -> *mut u8 {
+        assert!(offset >= DATA_START && offset.checked_add(len).is_some_and(|end| end <= self.len()));
+        // SAFETY: `offset` is inside the mapping (checked above).
+        unsafe { self.map.base().as_ptr().add(offset) }
     }
 
     /// Copies `src` into the mapping at `offset`.
@@ -177,11 +148,11 @@ impl Mapping {
     /// # Panics
     /// When the range is outside the data areas.
     pub(crate) fn write(&self, offset: usize, src: &[u8]) {
-        assert!(offset >= DATA_START && offset.checked_add(src.len()).is_some_and(|end| end <= self.len));
-        // SAFETY: the range is inside the mapping (checked above) and past the header, so no
-        // reference covers it; the ring protocol gives these bytes to this writer alone until
-        // it publishes them. A peer breaking the protocol can only change byte values.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.as_ptr().add(offset), src.len()) };
+        let dst = self.data(offset, src.len());
+        // SAFETY: the range is inside the mapping and past the header (checked by `data`), so
+        // no reference covers it; the ring protocol gives these bytes to this writer alone
+        // until it publishes them. A peer breaking the protocol can only change byte values.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, src.len()) };
     }
 
     /// Copies bytes of the mapping at `offset` into `dst`.
@@ -189,42 +160,28 @@ impl Mapping {
     /// # Panics
     /// When the range is outside the data areas.
     pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) {
-        assert!(offset >= DATA_START && offset.checked_add(dst.len()).is_some_and(|end| end <= self.len));
+        let src = self.data(offset, dst.len());
         // SAFETY: as for `write`: inside the mapping, past the header, published to this reader
         // by the ring protocol; `dst` is a distinct, writable Rust buffer.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
     }
-}
 
-impl Mapping {
     /// Appends `len` bytes of the mapping at `offset` to `buf`, without zeroing its new room
     /// first.
     ///
     /// # Panics
     /// When the range is outside the data areas.
     pub(crate) fn read_append(&self, offset: usize, len: usize, buf: &mut Vec<u8>) {
-        assert!(offset >= DATA_START && offset.checked_add(len).is_some_and(|end| end <= self.len));
+        let src = self.data(offset, len);
         buf.reserve(len);
         // SAFETY: the source range is inside the mapping, past the header (as for `read`); the
         // destination is the spare capacity of `buf`, reserved above for `len` bytes and
         // distinct from the mapping; after the copy those bytes are initialised, so the length
         // may cover them.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.base.as_ptr().add(offset),
-                buf.as_mut_ptr().add(buf.len()),
-                len,
-            );
+            std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr().add(buf.len()), len);
             buf.set_len(buf.len() + len);
         }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are the mapping made in `map`, unmapped once; no reference into
-        // it outlives `self` (the header borrows from `self`).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ struct Shared {
 #[derive(Serialize)]
 struct FormRef<'a> {
     #[serde(with = "multiproc_wire::fd_serde")]
-    fd: &'a OwnedFd,
+    fd: BorrowedFd<'a>,
 }
 
 #[derive(Deserialize)]

@@ -140,7 +140,7 @@ impl Ring {
     }
 
     /// The memory file behind the ring.
-    pub(crate) fn fd(&self) -> &std::os::fd::OwnedFd {
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.map.fd()
     }
 

@@ -6,12 +6,12 @@ use std::cell::UnsafeCell;
 use std::io;
 use std::marker::PhantomData;
 use std::mem::{MaybeUninit, size_of};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::ptr::{self, NonNull};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use multiproc_wire::sys::{cvt, memfd_create};
+use multiproc_wire::sys::SharedMap;
 
 unsafe extern "C" {
     /// glibc 2.30+: `pthread_mutex_timedlock` against `CLOCK_MONOTONIC`, so that a change of
@@ -204,17 +204,8 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
 /// by the ring's data bytes. Unmapped when dropped.
 #[derive(Debug)]
 pub(crate) struct Mapping {
-    fd: OwnedFd,
-    base: NonNull<u8>,
-    len: usize,
+    map: SharedMap,
 }
-
-// SAFETY: the mapping is plain shared memory; the header is reached only through `&Header`
-// (atomics and a pthread mutex, made for concurrent use) and the data bytes only by raw-pointer
-// copies of regions that the ring's protocol gives to one thread at a time (under the mutex).
-unsafe impl Send for Mapping {}
-// SAFETY: as for Send: no method gives out references to non-atomic shared bytes.
-unsafe impl Sync for Mapping {}
 
 impl Mapping {
     /// A fresh anonymous mapping of `HEADER_SIZE + capacity` bytes (sparse: pages cost memory
@@ -222,52 +213,24 @@ impl Mapping {
     pub(crate) fn create(capacity: usize) -> io::Result<Mapping> {
         let len =
             HEADER_SIZE.checked_add(capacity).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let fd = memfd_create(c"multiproc-queue")?;
-        // SAFETY: `fd` is an open memfd owned by this function.
-        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) })?;
-        let map = Mapping::map(fd, len)?;
+        let map = Mapping { map: SharedMap::create(c"multiproc-queue", len)? };
         map.header().mutex.init()?;
         Ok(map)
     }
 
-    /// Maps a queue's memory received from another process; checks its size against `min`.
+    /// Maps a queue's memory received from another process.
     pub(crate) fn open(fd: OwnedFd) -> io::Result<Mapping> {
-        let len = multiproc_wire::sys::file_size(fd.as_fd())?;
-        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        if len < HEADER_SIZE {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a queue's memory"));
-        }
-        Mapping::map(fd, len)
-    }
-
-    fn map(fd: OwnedFd, len: usize) -> io::Result<Mapping> {
-        // SAFETY: a fresh shared mapping of `len` bytes of `fd`, at an address the kernel picks
-        // (it overlaps nothing); MAP_NORESERVE: the file is sparse.
-        let ptr = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
-        Ok(Mapping { fd, base, len })
+        Ok(Mapping { map: SharedMap::open(fd, HEADER_SIZE)? })
     }
 
     /// The memory file, for passing the queue to another process.
-    pub(crate) fn fd(&self) -> &OwnedFd {
-        &self.fd
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.map.fd()
     }
 
     /// Bytes available to the ring after the header.
     pub(crate) fn data_len(&self) -> usize {
-        self.len - HEADER_SIZE
+        self.map.len() - HEADER_SIZE
     }
 
     /// The header page.
@@ -275,7 +238,7 @@ impl Mapping {
         // SAFETY: the mapping is at least HEADER_SIZE bytes, page aligned (so aligned for
         // Header), lives as long as `self`, and Header holds only atomics and a pthread mutex
         // (interior mutability), valid for any bit pattern another process may have written.
-        unsafe { &*self.base.as_ptr().cast::<Header>() }
+        unsafe { &*self.map.base().as_ptr().cast::<Header>() }
     }
 
     /// Locks the mutex until `deadline` (forever for `None`); `None` if the deadline passed.
@@ -303,7 +266,7 @@ impl Mapping {
         // SAFETY: the destination lies inside the mapping (checked) and the caller holds the
         // mutex (the guard), without which nobody reads or writes data bytes; a raw copy
         // creates no reference to them.
-        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.base.as_ptr().add(at), src.len()) };
+        unsafe { ptr::copy_nonoverlapping(src.as_ptr(), self.map.base().as_ptr().add(at), src.len()) };
     }
 
     /// The data bytes `[at, at + len)`, borrowed while the mutex is held.
@@ -316,7 +279,7 @@ impl Mapping {
         // borrows the mapping); the slice lives no longer than the guard, and while the mutex
         // is held nobody writes data bytes (every writer holds it), so the bytes cannot change
         // under the reference. Any bit pattern is a valid u8.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(at), len) }
+        unsafe { std::slice::from_raw_parts(self.map.base().as_ptr().add(at), len) }
     }
 
     /// Copies `len` data bytes from offset `from` to offset `to`.
@@ -327,7 +290,7 @@ impl Mapping {
         let src = self.check(guard, from, len);
         let dst = self.check(guard, to, len);
         assert!(from + len <= to || to + len <= from, "overlapping ring move");
-        let base = self.base.as_ptr();
+        let base = self.map.base().as_ptr();
         // SAFETY: both ranges lie inside the mapping and do not overlap (checked); the caller
         // holds the mutex, so nobody else touches data bytes meanwhile.
         unsafe { ptr::copy_nonoverlapping(base.add(src), base.add(dst), len) };
@@ -344,7 +307,7 @@ impl Mapping {
             // file contents (free ring space), never the mapping.
             let _ = unsafe {
                 libc::fallocate(
-                    self.fd.as_raw_fd(),
+                    self.map.fd().as_raw_fd(),
                     libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                     start as libc::off_t,
                     (end - start) as libc::off_t,
@@ -367,13 +330,5 @@ pub(crate) struct Guard<'a> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         self.map.header().mutex.unlock();
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are the mapping made in `map`, unmapped once; no reference into
-        // it outlives `self` (the header borrows from `self`).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
     }
 }

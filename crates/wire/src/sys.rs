@@ -4,7 +4,7 @@
 use std::ffi::CStr;
 use std::io::{self, IoSlice};
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
@@ -396,4 +396,98 @@ pub fn futex_wake(word: &AtomicU32, count: u32) {
     let count = count.min(i32::MAX as u32) as libc::c_int;
     // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE reads only the integer arguments.
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, count) };
+}
+
+/// A whole memory file mapped `MAP_SHARED` (sparse: pages cost memory once touched), unmapped
+/// when dropped: the shared memory of a pipe's rings or a queue. It hands out only its base
+/// address; the crates that use it reach the bytes in their own `sys` modules.
+#[derive(Debug)]
+pub struct SharedMap {
+    fd: OwnedFd,
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, valid in any thread; this type gives out no
+// reference into it, only its address.
+unsafe impl Send for SharedMap {}
+// SAFETY: as for Send.
+unsafe impl Sync for SharedMap {}
+
+impl SharedMap {
+    /// A fresh memory file of `len` bytes named `name` (for debugging), mapped.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    pub fn create(name: &CStr, len: usize) -> io::Result<SharedMap> {
+        let fd = memfd_create(name)?;
+        let size = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `fd` is an open memfd owned by this function.
+        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        SharedMap::map(fd, len)
+    }
+
+    /// Maps a memory file received from another process, whole; it must hold at least `min`
+    /// bytes.
+    ///
+    /// # Errors
+    /// `InvalidData` when it is smaller, or the operating system's error.
+    pub fn open(fd: OwnedFd, min: usize) -> io::Result<SharedMap> {
+        let len = file_size(fd.as_fd())?;
+        let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        if len < min {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "shared memory too small"));
+        }
+        SharedMap::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<SharedMap> {
+        // SAFETY: a fresh shared mapping of `len` bytes of `fd` at an address the kernel picks
+        // (it overlaps nothing); MAP_NORESERVE: the file is sparse.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base =
+            std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+        Ok(SharedMap { fd, base, len })
+    }
+
+    /// The memory file, for passing the mapping to another process.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The mapping's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never, for a mapping that exists).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first byte: page aligned, valid for [`len`](SharedMap::len) bytes while `self`
+    /// lives.
+    pub fn base(&self) -> std::ptr::NonNull<u8> {
+        self.base
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are the mapping made in `map`, unmapped once; users reach it
+        // only through `base` while they hold `self`.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
 }
