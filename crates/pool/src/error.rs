@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Codec,
     /// Starting a worker or talking to it failed.
     Io,
+    /// A setting is out of range: zero processes, or `maxtasksperchild` zero (CPython's
+    /// `ValueError`).
+    InvalidArgument,
 }
 
 /// An error from a [`Pool`](crate::Pool) or one of its tasks.

@@ -95,7 +95,8 @@ impl fmt::Debug for PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// The number of worker processes (default: [`cpu_count`](multiproc_process::cpu_count)).
+    /// The number of worker processes (default: [`cpu_count`](multiproc_process::cpu_count));
+    /// [`build`](PoolBuilder::build) refuses zero.
     pub fn processes(mut self, n: usize) -> PoolBuilder {
         self.processes = Some(n);
         self
@@ -116,9 +117,10 @@ impl PoolBuilder {
         self
     }
 
-    /// Replaces each worker after it has run `n` tasks (a chunk counts as one task).
+    /// Replaces each worker after it has run `n` tasks (a chunk counts as one task);
+    /// [`build`](PoolBuilder::build) refuses zero.
     pub fn maxtasksperchild(mut self, n: usize) -> PoolBuilder {
-        self.maxtasks = Some(n.max(1));
+        self.maxtasks = Some(n);
         self
     }
 
@@ -132,8 +134,15 @@ impl PoolBuilder {
     ///
     /// # Errors
     /// [`ErrorKind::Initializer`] when the initializer fails in a worker; [`ErrorKind::Io`]
-    /// when workers cannot be started.
+    /// when workers cannot be started; [`ErrorKind::InvalidArgument`] for zero processes or
+    /// zero `maxtasksperchild`.
     pub fn build(self) -> Result<Pool> {
+        if self.processes == Some(0) {
+            return Err(Error::new(ErrorKind::InvalidArgument, "the number of processes must be at least 1"));
+        }
+        if self.maxtasks == Some(0) {
+            return Err(Error::new(ErrorKind::InvalidArgument, "maxtasksperchild must be at least 1"));
+        }
         let config = Config {
             processes: self.processes.unwrap_or_else(multiproc_process::cpu_count).max(1),
             init: self.init.transpose()?,

@@ -386,6 +386,15 @@ fn times_out_imap_next() {
 }
 
 #[test]
+fn refuses_zero_processes_and_zero_maxtasksperchild() {
+    let error = Pool::new(0).expect_err("zero processes");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    let error = Pool::builder().processes(1).maxtasksperchild(0).build().expect_err("zero maxtasksperchild");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    assert!(error.to_string().contains("maxtasksperchild"), "{error}");
+}
+
+#[test]
 fn refuses_join_while_open() {
     scenario(|| {
         let pool = Pool::new(1).expect("build");
