@@ -113,10 +113,11 @@ pub struct Connection {
     /// read inside the same `sendmsg`, whose bytes all belong to one frame. Over shared rings,
     /// the control record names the offset.
     rfds: RefCell<VecDeque<(u64, OwnedFd)>>,
-    /// The shared rings of a connection made by `pipe` (see `ring.rs`).
+    /// The shared rings of a connection made by `pipe` (see `ring.rs`). Their descriptors
+    /// wait in the link's control state, not in `rfds`.
     link: Option<Link>,
-    /// What was read from the socket of a ring connection and not yet used.
-    ctl: RefCell<Control>,
+    /// The stream offset where the message being received starts.
+    frame_start: u64,
     /// Sends since the peer was last seen to exist.
     unchecked: Cell<u32>,
     /// Bytes received from the stream so far.
@@ -132,17 +133,6 @@ pub struct Connection {
     scratch: Vec<u8>,
     scratch_fds: Vec<RawFd>,
     spin: Spin,
-}
-
-/// The socket side of a connection over shared rings.
-#[derive(Debug, Default)]
-struct Control {
-    /// The start of a control record cut by the end of a read.
-    carry: Vec<u8>,
-    /// Descriptors that came with a read ending inside a record not yet complete.
-    orphans: Vec<OwnedFd>,
-    /// The peer has closed (end of stream on the socket).
-    eof: bool,
 }
 
 /// A pair of connected [`Connection`]s (CPython's `multiprocessing.Pipe`).
@@ -197,7 +187,7 @@ impl Connection {
             rfds: RefCell::new(VecDeque::new()),
             received: link.as_ref().map_or(0, Link::position),
             link,
-            ctl: RefCell::new(Control::default()),
+            frame_start: 0,
             unchecked: Cell::new(0),
             big: None,
             big_filled: 0,
@@ -268,7 +258,6 @@ impl Connection {
         // What was received and not read is gone with the connection: it must not make the
         // connection look ready (`wait`), nor hold memory.
         self.rfds.get_mut().clear();
-        *self.ctl.get_mut() = Control::default();
         self.rbuf = Vec::new();
         self.rpos = 0;
         self.rend = 0;
@@ -411,7 +400,7 @@ impl Connection {
     pub(crate) fn recv_bytes_deadline(&mut self, deadline: Option<Instant>) -> Result<Vec<u8>> {
         let body = self.read_frame(deadline)?;
         // Descriptors sent with the message are not wanted: close them.
-        drop(self.take_fds());
+        drop(self.take_fds(0));
         match body {
             Body::Buffered(start, len) => Ok(self.rbuf[start..start + len].to_vec()),
             Body::Owned(bytes) => Ok(bytes),
@@ -425,7 +414,7 @@ impl Connection {
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::BufferTooShort`].
     pub fn recv_bytes_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         let body = self.read_frame(None)?;
-        drop(self.take_fds());
+        drop(self.take_fds(0));
         let bytes = match &body {
             Body::Buffered(start, len) => &self.rbuf[*start..start + len],
             Body::Owned(bytes) => bytes.as_slice(),
@@ -456,7 +445,11 @@ impl Connection {
 
     fn recv_deadline<T: DeserializeOwned>(&mut self, deadline: Option<Instant>) -> Result<T> {
         let body = self.read_frame(deadline)?;
-        let fds = self.take_fds();
+        let wanted = match &body {
+            Body::Buffered(start, len) => self.rbuf[*start..start + len].first().copied(),
+            Body::Owned(bytes) => bytes.first().copied(),
+        };
+        let fds = self.take_fds(usize::from(wanted.unwrap_or(0)));
         let bytes = match &body {
             Body::Buffered(start, len) => &self.rbuf[*start..start + len],
             Body::Owned(bytes) => bytes.as_slice(),
@@ -508,24 +501,24 @@ impl Connection {
 
     /// Takes the descriptors that came with the bytes consumed so far: right after a whole
     /// message, the ones sent with it (earlier messages have taken or dropped theirs).
-    fn take_fds(&mut self) -> Vec<OwnedFd> {
-        if let Some(link) = &self.link {
-            // The descriptor records of the messages consumed are on the socket already (they
-            // are sent before the message is published): make sure they are read.
-            while link.fds_pending() && !self.ctl.get_mut().eof {
-                let Ok(fd) = self.fd() else { break };
-                if wsys::wait_readable(fd, recheck(None)).is_err() || self.drain_control().is_err() {
-                    break;
-                }
+    fn take_fds(&mut self, want: usize) -> Vec<OwnedFd> {
+        let (start, consumed) = (self.frame_start, self.consumed());
+        let mine = |at: u64| start <= at && at < consumed;
+        let take = |queue: &mut VecDeque<(u64, OwnedFd)>| {
+            let mut fds = Vec::new();
+            while queue.front().is_some_and(|(at, _)| *at < consumed) {
+                // Those of earlier messages (skipped, cut short, read as bytes) are closed.
+                fds.extend(queue.pop_front().filter(|(at, _)| mine(*at)).map(|(_, fd)| fd));
             }
+            fds
+        };
+        let Some(link) = self.link.clone() else { return take(self.rfds.get_mut()) };
+        // The descriptor record of a message goes out before the message is published: if it
+        // is not among those read so far, it waits on the socket.
+        if want > 0 && link.control().fds.iter().filter(|(at, _)| mine(*at)).count() < want {
+            let _ = self.drain_control();
         }
-        let consumed = self.consumed();
-        let rfds = self.rfds.get_mut();
-        let mut fds = Vec::new();
-        while rfds.front().is_some_and(|(at, _)| *at < consumed) {
-            fds.extend(rfds.pop_front().map(|(_, fd)| fd));
-        }
-        fds
+        take(&mut link.control().fds)
     }
 
     /// Whether received bytes are waiting in this handle's buffer.
@@ -543,7 +536,8 @@ impl Connection {
         }
         self.discard_skipped(deadline)?;
         // Descriptors of messages skipped or cut short are closed.
-        drop(self.take_fds());
+        drop(self.take_fds(0));
+        self.frame_start = self.consumed();
         if self.rend == self.rpos {
             // Nothing buffered: start afresh at the beginning of the buffer.
             self.rpos = 0;
@@ -757,21 +751,33 @@ impl Connection {
     /// flag so that the peer's next message rings the bell (the caller then sleeps on the
     /// socket).
     pub(crate) fn ring_ready(&self) -> Result<bool> {
-        if self.fd.is_none() || !self.readable {
+        let Some(link) = self.link.as_ref().filter(|_| self.fd.is_some()) else { return Ok(false) };
+        if link.control().eof {
+            return Ok(true);
+        }
+        if !self.readable {
             return Ok(false);
         }
-        let Some(link) = &self.link else { return Ok(false) };
-        if link.readable()? > 0 || self.ctl.borrow().eof {
+        if link.readable()? > 0 || link.broken(true) {
             return Ok(true);
         }
         Ok(link.arm_reader()?)
+    }
+
+    /// For `wait`, after the descriptor polled readable: whether this end is really ready
+    /// (a ring connection's socket also carries wake-ups and descriptors).
+    pub(crate) fn confirm_ready(&self) -> bool {
+        self.link.is_none()
+            || self.drain_control().is_err()
+            || self.has_buffered()
+            || self.ring_ready().unwrap_or(true)
     }
 
     /// Reads what the socket of a ring connection holds: bells (dropped), descriptor records
     /// (kept with their ring offsets), end of stream. Never blocks.
     pub(crate) fn drain_control(&self) -> Result<()> {
         let (Some(fd), Some(link)) = (self.fd.as_ref(), self.link.as_ref()) else { return Ok(()) };
-        let mut ctl = self.ctl.borrow_mut();
+        let mut ctl = link.control();
         let mut buf = [0u8; ring::RECORD * 56];
         loop {
             let carry = ctl.carry.len();
@@ -795,9 +801,6 @@ impl Connection {
             // Descriptors belong to the last descriptor record that begins in this read.
             let begun = |start: usize| start > 0 || carry == 0;
             let owner = (0..total).step_by(ring::RECORD).rfind(|&at| begun(at) && buf[at] == ring::FDS);
-            if !fds.is_empty() && owner.is_some_and(|at| at >= whole) {
-                ctl.orphans = std::mem::take(&mut fds);
-            }
             for at in (0..whole).step_by(ring::RECORD) {
                 match buf[at] {
                     ring::BELL => {}
@@ -811,8 +814,7 @@ impl Connection {
                         } else {
                             Vec::new()
                         };
-                        self.rfds.borrow_mut().extend(mine.into_iter().map(|fd| (offset, fd)));
-                        link.fds_received();
+                        ctl.fds.extend(mine.into_iter().map(|fd| (offset, fd)));
                     }
                     tag => {
                         return Err(Error::Io(io::Error::new(
@@ -821,6 +823,9 @@ impl Connection {
                         )));
                     }
                 }
+            }
+            if !fds.is_empty() && owner.is_some_and(|at| at >= whole) {
+                ctl.orphans = fds;
             }
             ctl.carry.clear();
             ctl.carry.extend_from_slice(&buf[whole..total]);
@@ -844,18 +849,22 @@ impl Connection {
     /// Sends one frame over the outgoing ring.
     fn ring_send(&self, fd: BorrowedFd<'_>, link: &Link, parts: &[&[u8]], fds: &[RawFd]) -> Result<()> {
         let _guard = link.lock();
+        if link.control().eof {
+            return Err(Error::Disconnected);
+        }
         if link.broken(false) {
+            // The receiver may sleep: let it see the broken ring.
+            let _ = self.ring_bell(fd);
             return Err(Error::Truncated);
         }
         let mut at = link.tail();
+        let mut rest: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        link.begin_message(at.wrapping_add(rest), !fds.is_empty());
         if !fds.is_empty() {
             let mut record = [ring::FDS; ring::RECORD];
             record[1..].copy_from_slice(&at.to_le_bytes());
             frame::send_all(fd, &[&record], fds, None)?;
-            link.fds_sent();
         }
-        let mut rest: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        link.begin_message(at + rest);
         let (mut part, mut offset) = (0, 0);
         while rest > 0 {
             let room = link.writable()?;
@@ -869,7 +878,7 @@ impl Connection {
                 let bytes = &parts[part][offset..];
                 let n = bytes.len().min(chunk as usize);
                 link.write_at(at, &bytes[..n]);
-                at += n as u64;
+                at = at.wrapping_add(n as u64);
                 chunk -= n as u64;
                 offset += n;
                 if offset == parts[part].len() {
@@ -882,6 +891,7 @@ impl Connection {
                 self.unchecked.set(0);
             }
         }
+        link.end_message();
         let unchecked = self.unchecked.get() + 1;
         self.unchecked.set(unchecked);
         if unchecked >= PEER_CHECK_EVERY {
@@ -912,7 +922,7 @@ impl Connection {
             }
             wsys::wait_readable(fd, recheck(None))?;
             self.drain_control()?;
-            if self.ctl.borrow().eof {
+            if link.control().eof {
                 return Err(Error::Disconnected);
             }
         }
@@ -949,7 +959,7 @@ impl Connection {
             if link.readable()? > 0 {
                 return Ok(true);
             }
-            if self.ctl.get_mut().eof || link.broken(true) {
+            if link.broken(true) || link.control().eof {
                 return Ok(false);
             }
             let started = Instant::now();
@@ -1058,13 +1068,11 @@ impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
         let fd = self.fd.as_ref().ok_or_else(|| S::Error::custom("cannot send a closed connection"))?;
-        let ctl = self.ctl.borrow();
-        if self.has_buffered()
-            || self.skip > 0
-            || !self.rfds.borrow().is_empty()
-            || !ctl.carry.is_empty()
-            || !ctl.orphans.is_empty()
-        {
+        let control_held = self.link.as_ref().is_some_and(|link| {
+            let ctl = link.control();
+            !ctl.fds.is_empty() || !ctl.carry.is_empty() || !ctl.orphans.is_empty()
+        });
+        if self.has_buffered() || self.skip > 0 || !self.rfds.borrow().is_empty() || control_held {
             return Err(S::Error::custom("cannot send a connection that holds unread received data"));
         }
         WireRef {

@@ -21,14 +21,15 @@
 //! Every record on the socket is [`RECORD`] bytes: a tag ([`BELL`] or [`FDS`]) and a
 //! little-endian `u64` (the ring offset for `FDS`).
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::fence;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use multiproc_wire::sys::{futex_wait, futex_wake};
+use multiproc_wire::sys::{futex_wait, futex_wake, multicore};
 
 use crate::sys::{DATA_START, Mapping, RingHeader, current_pid, process_exists};
 
@@ -49,25 +50,64 @@ pub(crate) const FDS: u8 = 1;
 const LOCK_CONTENDED: u32 = 1 << 31;
 
 /// One end's handle on the shared rings: it sends on ring `side` and receives on the other.
+/// Clones (`Connection::try_clone`) share the process-local state.
 #[derive(Debug, Clone)]
 pub(crate) struct Link {
     map: Arc<Mapping>,
     side: usize,
     mask: u64,
+    local: Arc<Local>,
 }
 
-/// Holds the sending side of a ring (see [`Link::lock`]).
+/// What the handles of one end in one process share.
+#[derive(Debug, Default)]
+struct Local {
+    /// What was read from the socket and not yet used.
+    control: Mutex<Control>,
+    /// Held while consuming from the incoming ring: two threads reading at once would both
+    /// copy the same bytes while the sender overwrites them.
+    consuming: Mutex<()>,
+}
+
+/// What was read from the socket of a ring connection and not yet used. Shared by every
+/// handle on the end in this process, so that whichever reads the socket (a receive, a send
+/// waiting for room, `wait`) keeps the descriptors for the one that receives their message.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// The start of a control record cut by the end of a read.
+    pub(crate) carry: Vec<u8>,
+    /// Descriptors that came with a read ending inside a record not yet complete.
+    pub(crate) orphans: Vec<OwnedFd>,
+    /// Descriptors received, each with the ring offset of the message they belong to.
+    pub(crate) fds: VecDeque<(u64, OwnedFd)>,
+    /// The peer has closed (end of stream on the socket).
+    pub(crate) eof: bool,
+}
+
+/// Holds the sending side of a ring (see [`Link::lock`]). Released with a message half sent
+/// (an error in the middle), it marks the ring broken: the next message cannot follow it.
 pub(crate) struct SendGuard<'a> {
     link: &'a Link,
 }
 
 impl Drop for SendGuard<'_> {
     fn drop(&mut self) {
-        let word = &self.link.tx().producer.lock;
-        if word.swap(0, Release) & LOCK_CONTENDED != 0 {
-            futex_wake(word, u32::MAX);
+        let producer = &self.link.tx().producer;
+        if unfinished(producer) {
+            producer.broken.store(1, Release);
+        }
+        if producer.lock.swap(0, Release) & LOCK_CONTENDED != 0 {
+            futex_wake(&producer.lock, u32::MAX);
         }
     }
+}
+
+/// Whether the message being sent was left half sent: some of it published but not all, or
+/// its descriptor record sent (maybe) and the message not published whole.
+fn unfinished(producer: &crate::sys::ProducerLine) -> bool {
+    let tail = producer.tail.load(Relaxed);
+    tail != producer.msg_end.load(Relaxed)
+        && (tail != producer.msg_start.load(Relaxed) || producer.msg_fds.load(Relaxed) != 0)
 }
 
 fn corrupt(what: &str) -> io::Error {
@@ -83,7 +123,10 @@ impl Link {
         id.magic.store(MAGIC, Release);
         let map = Arc::new(map);
         let mask = CAPACITY - 1;
-        Ok((Link { map: map.clone(), side: 0, mask }, Link { map, side: 1, mask }))
+        Ok((
+            Link { map: map.clone(), side: 0, mask, local: Arc::default() },
+            Link { map, side: 1, mask, local: Arc::default() },
+        ))
     }
 
     /// The handle of end `side` on rings received from another process.
@@ -100,7 +143,7 @@ impl Link {
         {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a connection's memory"));
         }
-        Ok(Link { map: Arc::new(map), side: usize::from(side), mask: capacity - 1 })
+        Ok(Link { map: Arc::new(map), side: usize::from(side), mask: capacity - 1, local: Arc::default() })
     }
 
     /// The memory file, for passing this end to another process.
@@ -166,12 +209,17 @@ impl Link {
     /// Consumes at most `max` published bytes, handing `copy` their places in the mapping
     /// (two when they wrap) in order; then checks whether the sender waits for room.
     fn consume(&self, max: usize, mut copy: impl FnMut(usize, usize)) -> io::Result<(usize, bool)> {
-        let n = self.readable()?.min(max as u64) as usize;
+        let _consuming = self.local.consuming.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = self.rx();
+        let head = rx.consumer.head.load(Relaxed);
+        let available = rx.producer.tail.load(Acquire).wrapping_sub(head);
+        if available > self.capacity() {
+            return Err(corrupt("more bytes published than fit"));
+        }
+        let n = available.min(max as u64) as usize;
         if n == 0 {
             return Ok((0, false));
         }
-        let rx = self.rx();
-        let head = rx.consumer.head.load(Relaxed);
         let at = (head & self.mask) as usize;
         let first = n.min(self.capacity() as usize - at);
         let base = self.data(1 - self.side);
@@ -179,7 +227,7 @@ impl Link {
         if n > first {
             copy(base, n - first);
         }
-        rx.consumer.head.store(head + n as u64, Release);
+        rx.consumer.head.store(head.wrapping_add(n as u64), Release);
         fence(SeqCst);
         let wake = rx.flags.writer_waiting.load(Relaxed) != 0 && rx.flags.writer_waiting.swap(0, AcqRel) != 0;
         Ok((n, wake))
@@ -198,15 +246,9 @@ impl Link {
         self.rx().flags.reader_waiting.store(0, Relaxed);
     }
 
-    /// Whether descriptor records were sent that this side has not received yet.
-    pub(crate) fn fds_pending(&self) -> bool {
-        let rx = self.rx();
-        rx.producer.fd_sends.load(Acquire) > rx.consumer.fd_recvs.load(Relaxed)
-    }
-
-    /// Counts one descriptor record received.
-    pub(crate) fn fds_received(&self) {
-        self.rx().consumer.fd_recvs.fetch_add(1, Release);
+    /// What this end's handles in this process have read from the socket.
+    pub(crate) fn control(&self) -> MutexGuard<'_, Control> {
+        self.local.control.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     // ----------------------------------------------------------------------- sending
@@ -222,7 +264,7 @@ impl Link {
                 Ok(_) => return SendGuard { link: self },
                 Err(held) => held,
             };
-            if spins < 200 {
+            if spins < 200 && multicore() {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
@@ -233,14 +275,19 @@ impl Link {
             }
             let woken = futex_wait(word, contended, Some(Instant::now() + Duration::from_millis(20)));
             let owner = held & !LOCK_CONTENDED;
-            if !woken && owner != me && !process_exists(owner) {
-                // A message it published in part would run into the next one: the stream is
-                // broken for good (see `broken`). One it never published is simply gone.
+            if !woken
+                && owner != me
+                && !process_exists(owner)
+                && word.compare_exchange(contended, me | LOCK_CONTENDED, AcqRel, Relaxed).is_ok()
+            {
+                // Taken over from a sender that died holding it. A message it left half sent
+                // would run into the next one: the stream is broken for good (see `broken`).
+                // One it never began to publish is simply gone.
                 let producer = &self.tx().producer;
-                if producer.msg_end.load(Relaxed) != producer.tail.load(Relaxed) {
-                    producer.broken.store(1, Relaxed);
+                if unfinished(producer) {
+                    producer.broken.store(1, Release);
                 }
-                let _ = word.compare_exchange(contended, 0, AcqRel, Relaxed);
+                return SendGuard { link: self };
             }
         }
     }
@@ -252,9 +299,20 @@ impl Link {
         ring.producer.broken.load(Relaxed) != 0
     }
 
-    /// Records where the message about to be sent ends (see `broken`).
-    pub(crate) fn begin_message(&self, end: u64) {
-        self.tx().producer.msg_end.store(end, Relaxed);
+    /// Records the message about to be sent: from the current tail to `end`, and whether a
+    /// descriptor record goes first (see `broken`).
+    pub(crate) fn begin_message(&self, end: u64, fds: bool) {
+        let producer = &self.tx().producer;
+        producer.msg_start.store(producer.tail.load(Relaxed), Relaxed);
+        producer.msg_end.store(end, Relaxed);
+        producer.msg_fds.store(u32::from(fds), Relaxed);
+    }
+
+    /// Records that the message begun is published whole.
+    pub(crate) fn end_message(&self) {
+        let producer = &self.tx().producer;
+        producer.msg_fds.store(0, Relaxed);
+        producer.msg_start.store(producer.tail.load(Relaxed), Relaxed);
     }
 
     /// Bytes ever published on the outgoing ring.
@@ -302,11 +360,6 @@ impl Link {
     /// Withdraws [`arm_writer`](Link::arm_writer).
     pub(crate) fn disarm_writer(&self) {
         self.tx().flags.writer_waiting.store(0, Relaxed);
-    }
-
-    /// Counts one descriptor record sent.
-    pub(crate) fn fds_sent(&self) {
-        self.tx().producer.fd_sends.fetch_add(1, Release);
     }
 
     /// Asks the peer's sender to ring the bell after its next message: a closed end does

@@ -68,14 +68,15 @@ pub(crate) struct RingHeader {
 pub(crate) struct ProducerLine {
     /// Bytes ever published.
     pub(crate) tail: AtomicU64,
-    /// Descriptor records ever sent on the socket.
-    pub(crate) fd_sends: AtomicU64,
     /// 0, or the pid of the process sending (with `LOCK_CONTENDED` when others wait).
     pub(crate) lock: AtomicU32,
     /// Set for good when a sender died with its message partly published.
     pub(crate) broken: AtomicU32,
-    /// Where the message being sent ends (`tail` once it is published whole).
+    /// Where the message being sent starts and ends, and whether its descriptor record was
+    /// (maybe) sent: what a sender that takes over from a dead one checks.
+    pub(crate) msg_start: AtomicU64,
     pub(crate) msg_end: AtomicU64,
+    pub(crate) msg_fds: AtomicU32,
 }
 
 /// Written by the receiving side.
@@ -83,8 +84,6 @@ pub(crate) struct ProducerLine {
 pub(crate) struct ConsumerLine {
     /// Bytes ever consumed.
     pub(crate) head: AtomicU64,
-    /// Descriptor records ever received from the socket.
-    pub(crate) fd_recvs: AtomicU64,
 }
 
 /// Written by whichever side goes to sleep, cleared by the side that wakes it.
@@ -207,9 +206,25 @@ pub(crate) fn current_pid() -> u32 {
     pid
 }
 
-/// Whether process `pid` exists (`kill(pid, 0)`; a process of another user counts).
+/// Whether process `pid` is alive: it exists (`kill(pid, 0)`; a process of another user
+/// counts) and has not exited (a zombie, not yet reaped by its parent, is dead).
 pub(crate) fn process_exists(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
     // SAFETY: signal 0 checks only for existence; nothing is delivered.
-    unsafe { libc::kill(pid, 0) == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) }
+    let exists =
+        unsafe { libc::kill(pid, 0) == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH) };
+    if !exists {
+        return false;
+    }
+    // The state follows the command name, which ends with the last ')'.
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.iter().rposition(|&b| b == b')').and_then(|end| stat.get(end + 2));
+            !matches!(state, Some(b'Z' | b'X'))
+        }
+        Err(err) => err.kind() != io::ErrorKind::NotFound,
+    }
 }

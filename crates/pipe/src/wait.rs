@@ -39,7 +39,7 @@ impl Waitable for Connection {
     }
 
     fn confirm(&self) -> bool {
-        self.drain_control().is_err() || self.has_buffered() || self.ring_ready().unwrap_or(true)
+        self.confirm_ready()
     }
 }
 

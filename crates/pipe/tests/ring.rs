@@ -87,10 +87,12 @@ fn a_sender_killed_mid_message_is_reported_not_mixed_into_the_next() {
         assert!(rx.poll(Some(LIMIT)).unwrap(), "{method}: nothing was published");
         std::thread::sleep(Duration::from_millis(50));
         p.kill().unwrap();
-        p.join().unwrap();
-        // Another sender on the same end finds the stream broken rather than appending to it.
+        // Another sender on the same end finds the stream broken rather than appending to it,
+        // even while the dead sender is a zombie nobody has reaped yet.
         assert!(matches!(tx.send_bytes(b"after"), Err(Error::Truncated)), "{method}");
         assert!(matches!(rx.recv_bytes_timeout(LIMIT), Err(Error::Truncated)), "{method}");
+        assert!(rx.poll(Some(LIMIT)).unwrap(), "{method}: a broken ring must look ready");
+        p.join().unwrap();
     }
 }
 
@@ -194,4 +196,57 @@ fn resumes_a_large_message_across_timeouts() {
     }
     assert!(timeouts > 0, "no receive timed out: the test proves nothing");
     sender.join(LIMIT);
+}
+
+#[test]
+fn descriptors_reach_the_receiving_handle_while_a_clone_waits_to_send() {
+    use multiproc_wire::Fd;
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    let (mut a, mut b) = pipe(true).unwrap();
+    let mut a2 = a.try_clone().unwrap();
+    // The clone blocks for room (nobody reads yet), watching the socket meanwhile.
+    let sender = Bounded::spawn("sender", move || {
+        for _ in 0..2 {
+            a2.send_bytes(&pattern(HUGE)).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let mut far = Vec::new();
+    for i in 0..5u8 {
+        let (x, y) = UnixStream::pair().unwrap();
+        b.send(&(i, Fd::from(OwnedFd::from(x)))).unwrap();
+        far.push(y);
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    for (i, mut y) in far.into_iter().enumerate() {
+        let (n, fd): (u8, Fd) = a.recv_timeout(LIMIT).unwrap();
+        assert_eq!(usize::from(n), i);
+        UnixStream::from(OwnedFd::from(fd)).write_all(&[n]).unwrap();
+        let mut got = [0u8];
+        y.read_exact(&mut got).unwrap();
+        assert_eq!(got[0], n, "descriptor {i} went to the wrong message");
+    }
+    for _ in 0..2 {
+        assert!(b.recv_bytes_timeout(LIMIT).unwrap() == pattern(HUGE));
+    }
+    sender.join(LIMIT);
+}
+
+#[test]
+fn waits_on_a_socket_connection_and_a_closed_peer() {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (mut a, mut b) = (Connection::from(ours), Connection::from(theirs));
+    b.send(&1u8).unwrap();
+    assert_eq!(wait(&[&a], Some(LIMIT)).unwrap(), [0]);
+    assert_eq!(a.recv_timeout::<u8>(LIMIT).unwrap(), 1);
+    // The sending end of a one-way pipe is ready (end of stream) once its reader is gone.
+    let (rx, tx) = pipe(false).unwrap();
+    assert!(wait(&[&tx], Some(Duration::from_millis(20))).unwrap().is_empty());
+    drop(rx);
+    let started = Instant::now();
+    assert_eq!(wait(&[&tx], Some(LIMIT)).unwrap(), [0]);
+    assert!(started.elapsed() < LIMIT / 2);
 }

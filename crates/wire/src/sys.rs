@@ -415,24 +415,37 @@ unsafe impl Send for SharedMap {}
 unsafe impl Sync for SharedMap {}
 
 impl SharedMap {
-    /// A fresh memory file of `len` bytes named `name` (for debugging), mapped.
+    /// A fresh memory file of `len` bytes named `name` (for debugging), mapped. Its size is
+    /// sealed: no process holding it can shrink it under another's mapping (`SIGBUS`).
     ///
     /// # Errors
     /// The operating system's error.
     pub fn create(name: &CStr, len: usize) -> io::Result<SharedMap> {
-        let fd = memfd_create(name)?;
+        // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+        let fd =
+            cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+        // SAFETY: memfd_create returned a new descriptor that nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let size = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: `fd` is an open memfd owned by this function.
         cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: F_ADD_SEALS only restricts later size changes of the file behind `fd`.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
         SharedMap::map(fd, len)
     }
 
     /// Maps a memory file received from another process, whole; it must hold at least `min`
-    /// bytes.
+    /// bytes and be sealed against shrinking (as [`create`](SharedMap::create) makes it).
     ///
     /// # Errors
-    /// `InvalidData` when it is smaller, or the operating system's error.
+    /// `InvalidData` when it is smaller or not sealed, or the operating system's error.
     pub fn open(fd: OwnedFd, min: usize) -> io::Result<SharedMap> {
+        // SAFETY: F_GET_SEALS only reads the seals of the file behind `fd`.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "shared memory that can shrink"));
+        }
         let len = file_size(fd.as_fd())?;
         let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
         if len < min {
