@@ -36,6 +36,8 @@ const SMALL_TASK: usize = 32 << 10;
 /// The longest the dispatcher watches for work before it sleeps: a worker's answer or a new
 /// task that comes within it costs no wake-up (≈20 µs between cores).
 const SPIN: Duration = Duration::from_micros(50);
+/// While watching finds work, the sentinels are polled at least this often.
+const SENTINEL_LOOK: Duration = Duration::from_millis(1);
 /// How long a stopping worker may take before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -188,6 +190,8 @@ pub(crate) struct Dispatcher {
     answered: Vec<(Task, Result<Reply>)>,
     /// How long to watch for work before sleeping, adapted to whether watching pays.
     spin: Duration,
+    /// When the sentinels and the waker were last polled.
+    polled: Instant,
 }
 
 impl Dispatcher {
@@ -211,6 +215,7 @@ impl Dispatcher {
             broken: None,
             answered: Vec::new(),
             spin: if multiproc_wire::sys::multicore() { SPIN } else { Duration::ZERO },
+            polled: Instant::now(),
         }
     }
 
@@ -331,7 +336,16 @@ impl Dispatcher {
             }
         }
         let slept = Instant::now();
-        let ready = {
+        // Work found by watching needs no system call, except now and then to look at the
+        // sentinels (a worker that died) and the waker.
+        let quick = found && slept - self.polled < SENTINEL_LOOK;
+        let ready = if quick {
+            let readable = (0..self.workers.len())
+                .filter(|&i| !self.workers[i].hung_up && self.workers[i].conn.ready_now())
+                .collect();
+            (readable, Vec::new(), false)
+        } else {
+            self.polled = slept;
             let sentinels: Vec<_> =
                 self.workers.iter().map(|w| w.process.sentinel().expect("workers are started")).collect();
             let mut objects: Vec<&dyn Waitable> = vec![&self.waker];
@@ -342,16 +356,17 @@ impl Dispatcher {
             let ready = wait(&objects, found.then_some(Duration::ZERO)).unwrap_or_default();
             let mut readable = Vec::new();
             let mut exited = Vec::new();
+            let mut woken = false;
             for i in ready {
                 if i == 0 {
-                    continue;
+                    woken = true;
                 } else if i <= conns.len() {
                     readable.push(conns[i - 1]);
                 } else {
                     exited.push(i - 1 - conns.len());
                 }
             }
-            (readable, exited)
+            (readable, exited, woken)
         };
         if !found && busy && multiproc_wire::sys::multicore() {
             // Watching longer would have caught what woke us: watch fully next time; else less.
@@ -365,8 +380,10 @@ impl Dispatcher {
             }
         }
         self.sleeping.store(false, Ordering::SeqCst);
-        let mut drain = [0u8; 64];
-        while matches!((&self.waker).read(&mut drain), Ok(n) if n > 0) {}
+        if ready.2 {
+            let mut drain = [0u8; 64];
+            while matches!((&self.waker).read(&mut drain), Ok(n) if n > 0) {}
+        }
         for &index in &ready.0 {
             self.read_worker(index);
         }

@@ -354,7 +354,7 @@ fn gated_or_value(input: Input) -> u64 {
 
 /// More than any in-flight window a two-worker pool may keep, far less than an eager pool
 /// pulls in the time the tests wait.
-const WINDOW_BOUND: usize = 32;
+const WINDOW_BOUND: usize = 128;
 
 #[test]
 fn pulls_imap_input_lazily() {
