@@ -1,4 +1,4 @@
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -112,7 +112,7 @@ pub struct Connection {
     /// descriptors with the read that reaches the first byte of its `sendmsg` and ends that
     /// read inside the same `sendmsg`, whose bytes all belong to one frame. Over shared rings,
     /// the control record names the offset.
-    rfds: RefCell<VecDeque<(u64, OwnedFd)>>,
+    rfds: VecDeque<(u64, OwnedFd)>,
     /// The shared rings of a connection made by `pipe` (see `ring.rs`). Their descriptors
     /// wait in the link's control state, not in `rfds`.
     link: Option<Link>,
@@ -184,7 +184,7 @@ impl Connection {
             rbuf: Vec::new(),
             rpos: 0,
             rend: 0,
-            rfds: RefCell::new(VecDeque::new()),
+            rfds: VecDeque::new(),
             received: link.as_ref().map_or(0, Link::position),
             link,
             frame_start: 0,
@@ -257,7 +257,7 @@ impl Connection {
         self.fd = None;
         // What was received and not read is gone with the connection: it must not make the
         // connection look ready (`wait`), nor hold memory.
-        self.rfds.get_mut().clear();
+        self.rfds.clear();
         self.rbuf = Vec::new();
         self.rpos = 0;
         self.rend = 0;
@@ -512,7 +512,7 @@ impl Connection {
             }
             fds
         };
-        let Some(link) = self.link.clone() else { return take(self.rfds.get_mut()) };
+        let Some(link) = self.link.clone() else { return take(&mut self.rfds) };
         // The descriptor record of a message goes out before the message is published: if it
         // is not among those read so far, it waits on the socket.
         if want > 0 && link.control().fds.iter().filter(|(at, _)| mine(*at)).count() < want {
@@ -679,7 +679,7 @@ impl Connection {
             if let Ok(n) = result {
                 // The offset of the last byte of this read (see `rfds`).
                 let at = (self.received + n as u64).saturating_sub(1);
-                self.rfds.get_mut().extend(fds.into_iter().map(|fd| (at, fd)));
+                self.rfds.extend(fds.into_iter().map(|fd| (at, fd)));
             }
             match result {
                 Ok(n) => {
@@ -1072,7 +1072,7 @@ impl Serialize for Connection {
             let ctl = link.control();
             !ctl.fds.is_empty() || !ctl.carry.is_empty() || !ctl.orphans.is_empty()
         });
-        if self.has_buffered() || self.skip > 0 || !self.rfds.borrow().is_empty() || control_held {
+        if self.has_buffered() || self.skip > 0 || !self.rfds.is_empty() || control_held {
             return Err(S::Error::custom("cannot send a connection that holds unread received data"));
         }
         WireRef {
