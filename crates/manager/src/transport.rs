@@ -11,14 +11,13 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use multiproc_wire::spin::{DEFAULT_WATCH, Spin};
 use multiproc_wire::{frame, sys as wsys};
 
 /// How much is read in one system call.
 const READ_AHEAD: usize = 64 << 10;
-/// The longest a blocked read spins before it sleeps.
-const MAX_SPIN: Duration = Duration::from_micros(50);
 
 /// Why no frame was read.
 #[derive(Debug)]
@@ -43,23 +42,13 @@ pub(crate) struct Reader {
     max: u64,
     /// Bytes of an oversized frame still to discard.
     skip: u64,
-    spin: Duration,
-    /// Whether spinning can pay: not with a single processor.
-    can_spin: bool,
+    /// How long a blocked read spins before it sleeps.
+    spin: Spin,
 }
 
 impl Reader {
     pub(crate) fn new(max: u64) -> Reader {
-        let can_spin = multiproc_wire::sys::multicore();
-        Reader {
-            buf: vec![0; READ_AHEAD],
-            start: 0,
-            end: 0,
-            max,
-            skip: 0,
-            spin: if can_spin { MAX_SPIN } else { Duration::ZERO },
-            can_spin,
-        }
+        Reader { buf: vec![0; READ_AHEAD], start: 0, end: 0, max, skip: 0, spin: Spin::new(DEFAULT_WATCH) }
     }
 
     /// The next frame's payload, valid until the next call.
@@ -124,7 +113,7 @@ impl Reader {
                 Ok(n) => self.end += n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     let now = Instant::now();
-                    let until = *spin_until.get_or_insert(now + self.spin);
+                    let until = *spin_until.get_or_insert(now + self.spin.budget());
                     if deadline.is_some_and(|d| now >= d) {
                         return Err(ReadError::Timeout);
                     }
@@ -136,7 +125,7 @@ impl Reader {
                     if !wsys::wait_readable(fd, deadline).map_err(ReadError::Io)? {
                         return Err(ReadError::Timeout);
                     }
-                    self.adapt(slept.elapsed());
+                    self.spin.slept(slept.elapsed());
                 }
                 Err(err)
                     if matches!(err.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) =>
@@ -147,22 +136,6 @@ impl Reader {
             }
         }
         Ok(())
-    }
-
-    /// After sleeping `slept` for data: spin fully next time if a longer spin would have
-    /// caught it, else spin less (a peer that answers slowly is not worth a processor).
-    fn adapt(&mut self, slept: Duration) {
-        if !self.can_spin {
-            return;
-        }
-        if slept < MAX_SPIN {
-            self.spin = MAX_SPIN;
-        } else {
-            self.spin /= 2;
-            if self.spin < Duration::from_micros(2) {
-                self.spin = Duration::ZERO;
-            }
-        }
     }
 }
 

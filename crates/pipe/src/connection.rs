@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use multiproc_wire::spin::{self, DEFAULT_WATCH, Spin};
 use multiproc_wire::{fd_serde, frame, sys as wsys};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,13 +21,9 @@ pub const DEFAULT_MAX_MESSAGE: u64 = frame::DEFAULT_MAX_LEN;
 
 /// How much is read ahead in one system call.
 const READ_AHEAD: usize = 64 << 10;
-/// The longest a blocked receive spins before sleeping in `poll`.
-const MAX_SPIN: Duration = Duration::from_micros(50);
 /// The longest a connection over shared rings sleeps before looking at them again: a bell
 /// can be taken by another handle on the same end (`try_clone`), and this bounds the delay.
 pub(crate) const RECHECK: Duration = Duration::from_millis(50);
-/// How long a watch spins before it starts yielding the core (see `pause`).
-const PURE_SPIN: Duration = Duration::from_micros(5);
 /// Sends over shared rings between checks that the peer still exists.
 const PEER_CHECK_EVERY: u32 = 256;
 
@@ -37,40 +34,6 @@ enum Transport {
     Unix,
     /// Any other stream socket (TCP).
     Inet,
-}
-
-/// How long a blocked receive spins before sleeping, adapted to how fast the peer answers: a
-/// wake-up through the kernel costs tens of microseconds between cores, a short spin nothing
-/// when the peer answers within it.
-#[derive(Debug, Clone, Copy)]
-struct Spin {
-    budget: Duration,
-    max: Duration,
-}
-
-impl Spin {
-    fn new() -> Spin {
-        let max = if wsys::multicore() { MAX_SPIN } else { Duration::ZERO };
-        Spin { budget: max, max }
-    }
-
-    fn set_max(&mut self, max: Duration) {
-        self.max = max;
-        self.budget = self.budget.min(max);
-    }
-
-    /// After sleeping `slept` for data: had the budget been longer, would spinning have caught
-    /// it? Then spin fully next time; else spin less.
-    fn slept(&mut self, slept: Duration) {
-        if slept < self.max * 2 && self.budget > Duration::ZERO || slept < self.max {
-            self.budget = self.max;
-        } else {
-            self.budget /= 2;
-            if self.budget < Duration::from_micros(2) {
-                self.budget = Duration::ZERO;
-            }
-        }
-    }
 }
 
 /// One end of a connection between two processes (CPython's `multiprocessing.connection.Connection`).
@@ -194,7 +157,7 @@ impl Connection {
             skip: 0,
             scratch: Vec::new(),
             scratch_fds: Vec::new(),
-            spin: Spin::new(),
+            spin: Spin::new(DEFAULT_WATCH),
         })
     }
 
@@ -502,23 +465,21 @@ impl Connection {
     /// Takes the descriptors that came with the bytes consumed so far: right after a whole
     /// message, the ones sent with it (earlier messages have taken or dropped theirs).
     fn take_fds(&mut self, want: usize) -> Vec<OwnedFd> {
-        let (start, consumed) = (self.frame_start, self.consumed());
-        let mine = |at: u64| start <= at && at < consumed;
-        let take = |queue: &mut VecDeque<(u64, OwnedFd)>| {
+        let mine = self.frame_start..self.consumed();
+        let Some(link) = self.link.clone() else {
             let mut fds = Vec::new();
-            while queue.front().is_some_and(|(at, _)| *at < consumed) {
+            while self.rfds.front().is_some_and(|(at, _)| *at < mine.end) {
                 // Those of earlier messages (skipped, cut short, read as bytes) are closed.
-                fds.extend(queue.pop_front().filter(|(at, _)| mine(*at)).map(|(_, fd)| fd));
+                fds.extend(self.rfds.pop_front().filter(|(at, _)| mine.contains(at)).map(|(_, fd)| fd));
             }
-            fds
+            return fds;
         };
-        let Some(link) = self.link.clone() else { return take(&mut self.rfds) };
         // The descriptor record of a message goes out before the message is published: if it
         // is not among those read so far, it waits on the socket.
-        if want > 0 && link.control().fds.iter().filter(|(at, _)| mine(*at)).count() < want {
+        if want > 0 && link.fds_for(mine.clone()) < want {
             let _ = self.drain_control();
         }
-        take(&mut link.control().fds)
+        link.take_fds(mine)
     }
 
     /// Whether received bytes are waiting in this handle's buffer.
@@ -690,27 +651,16 @@ impl Connection {
                 Err(err) if err.kind() == io::ErrorKind::ConnectionReset => return Ok(0),
                 Err(err) => return Err(err.into()),
             }
-            // Spin: look (with poll, which does not take the descriptor's lock that a read
-            // would contend for with the writer), for a short while.
-            let started = Instant::now();
-            let until = started + self.spin.budget;
-            let mut now = started;
-            let mut ready = false;
-            while now < until && deadline.is_none_or(|d| now < d) {
-                std::hint::spin_loop();
-                if wsys::wait_readable(fd, Some(now))? {
-                    ready = true;
-                    break;
-                }
-                now = Instant::now();
-            }
-            if ready {
+            // Watch (with poll, which does not take the descriptor's lock that a read would
+            // contend for with the writer), for a short while; an error shows in the read.
+            if self.spin.watch(deadline, || wsys::wait_readable(fd, Some(Instant::now())).unwrap_or(true)) {
                 continue;
             }
+            let sleep = Instant::now();
             if !wsys::wait_readable(fd, deadline)? {
                 return Err(Error::Timeout);
             }
-            self.spin.slept(now.elapsed());
+            self.spin.slept(sleep.elapsed());
         }
     }
 }
@@ -718,17 +668,6 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-/// One pause of a thread watching shared memory for `spun` so far: a CPU pause at first (the
-/// peer usually answers within microseconds), then yielding the core, so that a thread of
-/// this machine that has work (often the very one that will answer) runs instead.
-fn pause(spun: Duration) {
-    if spun < PURE_SPIN {
-        std::hint::spin_loop();
-    } else {
-        std::thread::yield_now();
     }
 }
 
@@ -752,7 +691,7 @@ impl Connection {
     /// socket).
     pub(crate) fn ring_ready(&self) -> Result<bool> {
         let Some(link) = self.link.as_ref().filter(|_| self.fd.is_some()) else { return Ok(false) };
-        if link.control().eof {
+        if link.peer_gone() {
             return Ok(true);
         }
         if !self.readable {
@@ -785,13 +724,13 @@ impl Connection {
             let mut fds = Vec::new();
             let n = match wsys::recv_with_fds(fd.as_fd(), &mut buf[carry..], &mut fds, true) {
                 Ok(0) => {
-                    ctl.eof = true;
+                    link.set_peer_gone();
                     return Ok(());
                 }
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(err) if err.kind() == io::ErrorKind::ConnectionReset => {
-                    ctl.eof = true;
+                    link.set_peer_gone();
                     return Ok(());
                 }
                 Err(err) => return Err(err.into()),
@@ -814,7 +753,7 @@ impl Connection {
                         } else {
                             Vec::new()
                         };
-                        ctl.fds.extend(mine.into_iter().map(|fd| (offset, fd)));
+                        link.keep_fds(&mut ctl, offset, mine);
                     }
                     tag => {
                         return Err(Error::Io(io::Error::new(
@@ -849,7 +788,7 @@ impl Connection {
     /// Sends one frame over the outgoing ring.
     fn ring_send(&self, fd: BorrowedFd<'_>, link: &Link, parts: &[&[u8]], fds: &[RawFd]) -> Result<()> {
         let _guard = link.lock();
-        if link.control().eof {
+        if link.peer_gone() {
             return Err(Error::Disconnected);
         }
         if link.broken(false) {
@@ -906,14 +845,9 @@ impl Connection {
 
     /// Waits until the outgoing ring has room, or the peer has gone.
     fn wait_for_room(&self, fd: BorrowedFd<'_>, link: &Link) -> Result<()> {
-        let started = Instant::now();
-        let mut now = started;
-        while now < started + self.spin.max {
-            pause(now - started);
-            if link.writable()? > 0 {
-                return Ok(());
-            }
-            now = Instant::now();
+        // An error shows in `arm_writer`.
+        if spin::watch(self.spin.max(), None, || link.writable().map_or(true, |room| room > 0)) {
+            return Ok(());
         }
         loop {
             if link.arm_writer()? {
@@ -922,7 +856,7 @@ impl Connection {
             }
             wsys::wait_readable(fd, recheck(None))?;
             self.drain_control()?;
-            if link.control().eof {
+            if link.peer_gone() {
                 return Err(Error::Disconnected);
             }
         }
@@ -959,34 +893,24 @@ impl Connection {
             if link.readable()? > 0 {
                 return Ok(true);
             }
-            if link.broken(true) || link.control().eof {
+            if link.broken(true) || link.peer_gone() {
                 return Ok(false);
             }
-            let started = Instant::now();
-            let until = started + self.spin.budget;
-            let mut now = started;
-            let mut ready = false;
-            while now < until && deadline.is_none_or(|d| now < d) {
-                pause(now - started);
-                if link.readable()? > 0 {
-                    ready = true;
-                    break;
-                }
-                now = Instant::now();
-            }
-            if ready {
+            // An error shows at the top of the loop.
+            if self.spin.watch(deadline, || link.readable().map_or(true, |n| n > 0)) {
                 continue;
             }
             if link.arm_reader()? {
                 link.disarm_reader();
                 continue;
             }
-            if deadline.is_some_and(|d| now >= d) {
+            let sleep = Instant::now();
+            if deadline.is_some_and(|d| sleep >= d) {
                 return Err(Error::Timeout);
             }
             wsys::wait_readable(self.fd()?, recheck(deadline))?;
             self.drain_control()?;
-            self.spin.slept(now.elapsed());
+            self.spin.slept(sleep.elapsed());
         }
     }
 }
@@ -1068,10 +992,7 @@ impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
         let fd = self.fd.as_ref().ok_or_else(|| S::Error::custom("cannot send a closed connection"))?;
-        let control_held = self.link.as_ref().is_some_and(|link| {
-            let ctl = link.control();
-            !ctl.fds.is_empty() || !ctl.carry.is_empty() || !ctl.orphans.is_empty()
-        });
+        let control_held = self.link.as_ref().is_some_and(Link::holds_control);
         if self.has_buffered() || self.skip > 0 || !self.rfds.is_empty() || control_held {
             return Err(S::Error::custom("cannot send a connection that holds unread received data"));
         }

@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::fence;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,6 +68,10 @@ struct Local {
     /// Held while consuming from the incoming ring: two threads reading at once would both
     /// copy the same bytes while the sender overwrites them.
     consuming: Mutex<()>,
+    /// The peer has closed (end of stream on the socket).
+    peer_gone: AtomicBool,
+    /// Whether `control.fds` may hold descriptors: lets a receive skip the mutex when not.
+    holds_fds: AtomicBool,
 }
 
 /// What was read from the socket of a ring connection and not yet used. Shared by every
@@ -79,9 +84,7 @@ pub(crate) struct Control {
     /// Descriptors that came with a read ending inside a record not yet complete.
     pub(crate) orphans: Vec<OwnedFd>,
     /// Descriptors received, each with the ring offset of the message they belong to.
-    pub(crate) fds: VecDeque<(u64, OwnedFd)>,
-    /// The peer has closed (end of stream on the socket).
-    pub(crate) eof: bool,
+    fds: VecDeque<(u64, OwnedFd)>,
 }
 
 /// Holds the sending side of a ring (see [`Link::lock`]). Released with a message half sent
@@ -249,6 +252,53 @@ impl Link {
     /// What this end's handles in this process have read from the socket.
     pub(crate) fn control(&self) -> MutexGuard<'_, Control> {
         self.local.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the socket reached end of stream: the peer has closed.
+    pub(crate) fn peer_gone(&self) -> bool {
+        self.local.peer_gone.load(Acquire)
+    }
+
+    /// Records end of stream on the socket.
+    pub(crate) fn set_peer_gone(&self) {
+        self.local.peer_gone.store(true, Release);
+    }
+
+    /// Keeps `fds`, received for the message at ring offset `at` (the caller holds `ctl`).
+    pub(crate) fn keep_fds(&self, ctl: &mut Control, at: u64, fds: Vec<OwnedFd>) {
+        if !fds.is_empty() {
+            ctl.fds.extend(fds.into_iter().map(|fd| (at, fd)));
+            self.local.holds_fds.store(true, Release);
+        }
+    }
+
+    /// How many descriptors are kept for messages at offsets `range`.
+    pub(crate) fn fds_for(&self, range: std::ops::Range<u64>) -> usize {
+        if !self.local.holds_fds.load(Acquire) {
+            return 0;
+        }
+        self.control().fds.iter().filter(|(at, _)| range.contains(at)).count()
+    }
+
+    /// Takes the descriptors kept for messages before offset `range.end`: those at `range`
+    /// are returned, those of earlier messages (skipped, cut short, read as bytes) closed.
+    pub(crate) fn take_fds(&self, range: std::ops::Range<u64>) -> Vec<OwnedFd> {
+        if !self.local.holds_fds.load(Acquire) {
+            return Vec::new();
+        }
+        let mut ctl = self.control();
+        let mut fds = Vec::new();
+        while ctl.fds.front().is_some_and(|(at, _)| *at < range.end) {
+            fds.extend(ctl.fds.pop_front().filter(|(at, _)| range.contains(at)).map(|(_, fd)| fd));
+        }
+        self.local.holds_fds.store(!ctl.fds.is_empty(), Release);
+        fds
+    }
+
+    /// Whether descriptors or a partial record read from the socket wait for a message.
+    pub(crate) fn holds_control(&self) -> bool {
+        let ctl = self.control();
+        !ctl.fds.is_empty() || !ctl.carry.is_empty() || !ctl.orphans.is_empty()
     }
 
     // ----------------------------------------------------------------------- sending

@@ -18,6 +18,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use multiproc_pipe::{Connection, Waitable, pipe, wait};
 use multiproc_process::call::{Call, Reply};
 use multiproc_process::{Process, StartMethod};
+use multiproc_wire::spin::{DEFAULT_WATCH, Spin};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result, describe_exit};
@@ -33,9 +34,6 @@ const PREFETCH_QUICK: usize = 32;
 const QUICK_TASK: Duration = Duration::from_micros(200);
 /// A task this small may be sent to a busy worker.
 const SMALL_TASK: usize = 32 << 10;
-/// The longest the dispatcher watches for work before it sleeps: a worker's answer or a new
-/// task that comes within it costs no wake-up (≈20 µs between cores).
-const SPIN: Duration = Duration::from_micros(50);
 /// While watching finds work, the sentinels are polled at least this often.
 const SENTINEL_LOOK: Duration = Duration::from_millis(1);
 /// How long a stopping worker may take before it is killed.
@@ -188,8 +186,9 @@ pub(crate) struct Dispatcher {
     broken: Option<Error>,
     /// Answers read and not yet handed to their sinks (see `wait_and_handle`).
     answered: Vec<(Task, Result<Reply>)>,
-    /// How long to watch for work before sleeping, adapted to whether watching pays.
-    spin: Duration,
+    /// How long to watch for work before sleeping (a worker's answer or a new task that comes
+    /// within it costs no wake-up), adapted to whether watching pays.
+    spin: Spin,
     /// When the sentinels and the waker were last polled.
     polled: Instant,
 }
@@ -214,7 +213,7 @@ impl Dispatcher {
             closing: false,
             broken: None,
             answered: Vec::new(),
-            spin: if multiproc_wire::sys::multicore() { SPIN } else { Duration::ZERO },
+            spin: Spin::new(DEFAULT_WATCH),
             polled: Instant::now(),
         }
     }
@@ -305,27 +304,18 @@ impl Dispatcher {
         }
     }
 
-    /// Watches (yielding the core to any thread that has work) for a command or an answer
-    /// for up to `self.spin`; whether one came.
-    fn watch(&mut self) -> bool {
-        let started = Instant::now();
-        let until = started + self.spin;
-        loop {
-            if !self.rx.is_empty()
-                || self.workers.iter().any(|w| !w.hung_up && !w.inflight.is_empty() && w.conn.ready_now())
-            {
-                return true;
-            }
-            if Instant::now() >= until {
-                return false;
-            }
-            std::thread::yield_now();
-        }
+    /// Watches for a command or an answer for up to the spin budget; whether one came.
+    fn watch(&self) -> bool {
+        let (rx, workers) = (&self.rx, &self.workers);
+        self.spin.watch(None, || {
+            !rx.is_empty()
+                || workers.iter().any(|w| !w.hung_up && !w.inflight.is_empty() && w.conn.ready_now())
+        })
     }
 
     fn wait_and_handle(&mut self) {
         let busy = !self.inflight.is_empty() || !self.queue.is_empty();
-        let found = busy && !self.spin.is_zero() && self.watch();
+        let found = busy && !self.spin.budget().is_zero() && self.watch();
         // Announce the sleep, then look once more: a submitter that sent before seeing the
         // flag is seen here; one that sent after it writes to the waker (Pool::wake).
         if !found {
@@ -368,16 +358,8 @@ impl Dispatcher {
             }
             (readable, exited, woken)
         };
-        if !found && busy && multiproc_wire::sys::multicore() {
-            // Watching longer would have caught what woke us: watch fully next time; else less.
-            if slept.elapsed() < SPIN * 2 {
-                self.spin = SPIN;
-            } else {
-                self.spin /= 2;
-                if self.spin < Duration::from_micros(2) {
-                    self.spin = Duration::ZERO;
-                }
-            }
+        if !found && busy {
+            self.spin.slept(slept.elapsed());
         }
         self.sleeping.store(false, Ordering::SeqCst);
         if ready.2 {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use multiproc_process::call::{Call, Callable, Star};
 use multiproc_process::{StartMethod, get_start_method};
+use multiproc_wire::spin::{self, DEFAULT_WATCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -717,22 +718,15 @@ where
     }
 }
 
-/// Watches `rx` for up to 50 µs (yielding the core at each look) before the caller sleeps in
-/// `recv`: results that come within it cost no wake-up (≈20 µs between cores).
+/// Watches `rx` before the caller sleeps in `recv`: results that come within the watch cost
+/// no wake-up.
 fn watch<T>(rx: &Receiver<T>) -> Option<T> {
-    if !multiproc_wire::sys::multicore() {
-        return None;
-    }
-    let until = Instant::now() + Duration::from_micros(50);
-    loop {
-        if let Ok(message) = rx.try_recv() {
-            return Some(message);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::thread::yield_now();
-    }
+    let mut got = None;
+    spin::watch(DEFAULT_WATCH, None, || {
+        got = rx.try_recv().ok();
+        got.is_some()
+    });
+    got
 }
 
 impl<F, I, A, R> Iterator for IMap<'_, F, I, A, R>

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use multiproc_process::call::{Reply, Values};
+use multiproc_wire::spin::{DEFAULT_WATCH, watch};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -29,10 +30,6 @@ pub(crate) struct Slot<T> {
     done: AtomicBool,
 }
 
-/// How long a waiter watches a result before sleeping: a result that comes within it costs no
-/// wake-up (≈20 µs between cores).
-const SPIN: Duration = Duration::from_micros(50);
-
 impl<T> Slot<T> {
     pub(crate) fn new() -> Arc<Slot<T>> {
         Arc::new(Slot {
@@ -53,16 +50,8 @@ impl<T> Slot<T> {
 
     /// Waits until ready or `deadline`; whether it is ready.
     fn wait(&self, deadline: Option<Instant>) -> bool {
-        if multiproc_wire::sys::multicore() {
-            let until = Instant::now() + SPIN;
-            while !self.done.load(Ordering::Acquire) {
-                let now = Instant::now();
-                if now >= until || deadline.is_some_and(|d| now >= d) {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-        }
+        // A result that comes within the watch costs no wake-up.
+        watch(DEFAULT_WATCH, deadline, || self.done.load(Ordering::Acquire));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while matches!(*state, State::Pending) {
             match deadline {

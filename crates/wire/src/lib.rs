@@ -27,6 +27,7 @@ mod codec;
 mod error;
 mod fd;
 pub mod frame;
+pub mod spin;
 pub mod sys;
 
 pub use bytes::Bytes;
