@@ -8,17 +8,11 @@
 
 mod common;
 
-use std::io::Write;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use common::*;
 use multiproc_manager::{DictProxy, ErrorKind, LockProxy, Manager};
 use multiproc_process::{Process, StartMethod};
-
-/// The bound on each test, in seconds.
-const WATCHDOG_SECONDS: u32 = 60;
 
 const TESTS: &[(&str, fn())] = &[
     ("starts_a_server_with_fork", starts_a_server_with_fork),
@@ -26,45 +20,8 @@ const TESTS: &[(&str, fn())] = &[
     ("passes_proxies_to_fork_children", passes_proxies_to_fork_children),
 ];
 
-fn main() {
-    // Arguments that are not flags filter the tests by name, as libtest's do.
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let selected: Vec<_> = TESTS
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
-        .collect();
-    println!("\nrunning {} tests", selected.len());
-    let count = selected.len();
-    let mut failed = Vec::new();
-    for (name, test) in selected {
-        print!("test {name} ... ");
-        let _ = std::io::stdout().flush();
-        // A process, not a thread: this one must stay single-threaded to fork.
-        let mut watchdog = Command::new("sh")
-            .args(["-c", &format!("sleep {WATCHDOG_SECONDS} && kill -KILL {}", std::process::id())])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start the watchdog");
-        let outcome = catch_unwind(AssertUnwindSafe(test));
-        let _ = watchdog.kill();
-        let _ = watchdog.wait();
-        if outcome.is_ok() {
-            println!("ok");
-        } else {
-            println!("FAILED");
-            failed.push(*name);
-        }
-    }
-    if failed.is_empty() {
-        println!("\ntest result: ok. {count} passed; 0 failed\n");
-    } else {
-        println!(
-            "\nfailures: {failed:?}\ntest result: FAILED. {} passed; {} failed\n",
-            count - failed.len(),
-            failed.len()
-        );
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    multiproc_process::testing::run_serially(TESTS, std::time::Duration::from_secs(60))
 }
 
 fn starts_a_server_with_fork() {

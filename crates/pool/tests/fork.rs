@@ -10,16 +10,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use common::*;
 use multiproc_pool::{ErrorKind, Pool, PoolBuilder};
 use multiproc_process::StartMethod;
-
-/// The bound on each test, in seconds.
-const ALARM: u32 = 30;
 
 const TESTS: &[(&str, fn())] = &[
     ("maps_with_fork", maps_with_fork),
@@ -29,38 +24,8 @@ const TESTS: &[(&str, fn())] = &[
     ("refuses_fork_while_threads_run", refuses_fork_while_threads_run),
 ];
 
-fn main() {
-    // Arguments that are not flags filter the tests by name, as libtest's do.
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let selected: Vec<_> = TESTS
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
-        .collect();
-    println!("\nrunning {} tests", selected.len());
-    let count = selected.len();
-    let mut failed = Vec::new();
-    for (name, test) in selected {
-        print!("test {name} ... ");
-        let _ = std::io::stdout().flush();
-        // SAFETY: alarm only arms this process's timer; SIGALRM's default action ends the
-        // process, which is the point.
-        unsafe { libc::alarm(ALARM) };
-        let outcome = catch_unwind(AssertUnwindSafe(test));
-        // SAFETY: as above; 0 disarms the timer.
-        unsafe { libc::alarm(0) };
-        if outcome.is_ok() {
-            println!("ok");
-        } else {
-            println!("FAILED");
-            failed.push(*name);
-        }
-    }
-    if failed.is_empty() {
-        println!("\ntest result: ok. {count} passed\n");
-    } else {
-        println!("\nfailures: {failed:?}\ntest result: FAILED\n");
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    multiproc_process::testing::run_serially(TESTS, std::time::Duration::from_secs(30))
 }
 
 fn fork_pool() -> PoolBuilder {

@@ -26,6 +26,11 @@
 //! checked against the executable's identity and a hash of the trampoline's type.
 //!
 //! The crate must be linked statically (the default for Rust crates).
+//!
+//! # Testing code that forks
+//! `Fork` refuses to run in a multithreaded process, and libtest runs tests on many threads:
+//! put such tests in a `harness = false` test binary whose `main` calls
+//! [`testing::run_serially`].
 
 mod boot;
 pub mod call;
@@ -37,6 +42,7 @@ mod error;
 mod forkserver;
 mod process;
 mod sys;
+pub mod testing;
 mod transfer;
 
 pub use children::{ActiveChild, active_children};

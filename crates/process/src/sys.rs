@@ -328,3 +328,11 @@ pub(crate) static ON_LOAD: extern "C" fn(
     *const *const libc::c_char,
     *const *const libc::c_char,
 ) = crate::boot::on_load;
+
+/// Arms (or with zero, disarms) this process's `SIGALRM` timer, whole seconds rounded up; the
+/// signal's default action ends the process.
+pub(crate) fn alarm(after: std::time::Duration) {
+    let secs = u32::try_from(after.as_secs() + u64::from(after.subsec_nanos() > 0)).unwrap_or(u32::MAX);
+    // SAFETY: alarm only sets this process's timer.
+    unsafe { libc::alarm(secs) };
+}

@@ -13,7 +13,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -61,86 +60,12 @@ const TESTS: &[(&str, fn())] = &[
     ("leaves_no_children", leaves_no_children),
 ];
 
-fn main() {
+fn main() -> std::process::ExitCode {
     if let Some(path) = std::env::var_os(EXIT_HELPER_VAR) {
         run_exit_helper(path.into());
-        return;
+        return std::process::ExitCode::SUCCESS;
     }
-    let options = Options::parse(std::env::args().skip(1));
-    let selected: Vec<_> = TESTS.iter().filter(|(name, _)| options.selects(name)).collect();
-    if options.list {
-        for (name, _) in &selected {
-            println!("{name}: test");
-        }
-        return;
-    }
-    let (mut passed, mut failed) = (0, 0);
-    for &&(name, test) in &selected {
-        if catch_unwind(AssertUnwindSafe(|| {
-            assert_single_threaded(name);
-            test();
-        }))
-        .is_ok()
-        {
-            println!("test {name} ... ok");
-            passed += 1;
-        } else {
-            println!("test {name} ... FAILED");
-            failed += 1;
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
-}
-
-/// The libtest arguments this harness understands: name filters, `--skip`, `--exact`,
-/// `--list` and `--ignored` (no test here is ignored); other flags are accepted and ignored.
-#[derive(Default)]
-struct Options {
-    filters: Vec<String>,
-    skips: Vec<String>,
-    exact: bool,
-    list: bool,
-    ignored: bool,
-}
-
-impl Options {
-    fn parse(mut args: impl Iterator<Item = String>) -> Options {
-        let mut options = Options::default();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--exact" => options.exact = true,
-                "--list" => options.list = true,
-                "--ignored" => options.ignored = true,
-                "--skip" => options.skips.extend(args.next()),
-                // Flags whose value is the next argument.
-                "--test-threads" | "--format" | "--color" | "--logfile" | "-Z" => {
-                    args.next();
-                }
-                flag if flag.starts_with('-') => {}
-                filter => options.filters.push(filter.to_owned()),
-            }
-        }
-        options
-    }
-
-    fn matches(&self, name: &str, pattern: &str) -> bool {
-        if self.exact { name == pattern } else { name.contains(pattern) }
-    }
-
-    fn selects(&self, name: &str) -> bool {
-        !self.ignored
-            && (self.filters.is_empty() || self.filters.iter().any(|f| self.matches(name, f)))
-            && !self.skips.iter().any(|s| self.matches(name, s))
-    }
-}
-
-/// Fails loudly if an earlier test left a thread behind: every later fork would be refused.
-fn assert_single_threaded(before: &str) {
-    let threads = fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
-    assert_eq!(threads, 1, "{threads} threads running before {before}");
+    multiproc_process::testing::run_serially(TESTS, std::time::Duration::from_secs(120))
 }
 
 fn my_pid() -> i32 {

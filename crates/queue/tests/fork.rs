@@ -5,7 +5,6 @@
 //! children, so this binary has its own harness (`harness = false`): `main` runs each test on
 //! the main thread, one after the other, while the process has no other thread.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use multiproc_process::{Process, StartMethod};
@@ -19,25 +18,8 @@ const TESTS: &[(&str, fn())] = &[
     ("survives_a_killed_forked_producer", survives_a_killed_forked_producer),
 ];
 
-fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let mut failed = Vec::new();
-    for (name, test) in TESTS {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        match catch_unwind(AssertUnwindSafe(test)) {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    if !failed.is_empty() {
-        println!("\nfailed: {}", failed.join(", "));
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    multiproc_process::testing::run_serially(TESTS, std::time::Duration::from_secs(120))
 }
 
 /// Waits (at most `LIMIT`, then kills) for the child; its exit code.

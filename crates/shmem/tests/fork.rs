@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 
 use common::*;
@@ -32,25 +31,8 @@ const TESTS: &[(&str, fn())] = &[
     ("removes_names_a_forked_creator_left", removes_names_a_forked_creator_left),
 ];
 
-fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let mut failed = Vec::new();
-    for (name, test) in TESTS {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        match catch_unwind(AssertUnwindSafe(test)) {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    if !failed.is_empty() {
-        println!("\nfailed: {}", failed.join(", "));
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    multiproc_process::testing::run_serially(TESTS, std::time::Duration::from_secs(120))
 }
 
 fn fork<R: serde::Serialize + serde::de::DeserializeOwned + 'static>(p: &mut Process<R>) {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,25 +27,8 @@ const TESTS: &[(&str, fn())] = &[
     ("keeps_names_handed_over", keeps_names_handed_over),
 ];
 
-fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let mut failed = Vec::new();
-    for (name, test) in TESTS {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        match catch_unwind(AssertUnwindSafe(test)) {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(_) => {
-                println!("test {name} ... FAILED");
-                failed.push(*name);
-            }
-        }
-    }
-    if !failed.is_empty() {
-        println!("\nfailed: {}", failed.join(", "));
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    multiproc_process::testing::run_serially(TESTS, std::time::Duration::from_secs(120))
 }
 
 /// The `/dev/shm` names that processes `pids` created with [`SharedMemory::create`].
