@@ -341,3 +341,54 @@ fn passes_primitives_through_connections() {
         assert_eq!(index as u32 + finish(p), 2, "{method}: indexes 0 and 1");
     }
 }
+
+/// In a child: waits on the barrier until killed.
+fn wait_to_be_killed(barrier: Barrier) {
+    let _ = barrier.wait();
+}
+
+/// Waits until `n` parties wait in `barrier`.
+fn until_waiting(barrier: &Barrier, n: usize) {
+    let start = Instant::now();
+    while barrier.n_waiting() < n {
+        assert!(start.elapsed() < LIMIT, "the children never reached the barrier");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn breaks_a_barrier_when_a_waiting_party_is_killed() {
+    for method in METHODS {
+        // Two parties: the one left must not pass on the strength of the dead one.
+        let barrier = Barrier::new(2).unwrap();
+        let p = start(method, wait_to_be_killed, barrier.clone());
+        until_waiting(&barrier, 1);
+        kill(p);
+        assert_eq!(
+            barrier.wait_timeout(LIMIT),
+            Err(BarrierError::Broken),
+            "{method}: passed with a dead party"
+        );
+        assert!(barrier.broken(), "{method}");
+        assert_eq!(barrier.wait_timeout(SHORT), Err(BarrierError::Broken), "{method}: stays broken");
+        barrier.reset();
+        let other = barrier.clone();
+        let waiter = Bounded::spawn("wait", move || other.wait_timeout(LIMIT));
+        assert!(barrier.wait_timeout(LIMIT).is_ok(), "{method}: usable after reset");
+        assert!(waiter.join().is_ok());
+
+        // Three parties: a survivor already waiting learns of the death without a third.
+        let barrier = Barrier::new(3).unwrap();
+        let p = start(method, wait_to_be_killed, barrier.clone());
+        until_waiting(&barrier, 1);
+        let other = barrier.clone();
+        let survivor = Bounded::spawn("wait", move || other.wait_timeout(LIMIT));
+        until_waiting(&barrier, 2);
+        kill(p);
+        assert_eq!(survivor.join(), Err(BarrierError::Broken), "{method}: the survivor was not told");
+        barrier.reset();
+        let children: Vec<_> = (0..2).map(|_| start(method, barrier_party, (barrier.clone(), 2))).collect();
+        assert_eq!(barrier_party((barrier.clone(), 2)).len(), 2, "{method}: usable after reset");
+        children.into_iter().for_each(|p| assert_eq!(finish(p).len(), 2));
+    }
+}

@@ -70,7 +70,17 @@ pub(crate) struct BarrierState {
     pub(crate) breaks: AtomicU32,
     /// Bumped by every event that wakes the waiters (the futex word).
     pub(crate) seq: AtomicU32,
+    /// How many waiter slots follow the barrier's slot mutexes (see `Barrier`).
+    pub(crate) slots: AtomicU32,
+    /// When a waiter last looked for dead waiters (`CLOCK_MONOTONIC` nanoseconds).
+    pub(crate) last_check: AtomicU64,
 }
+
+/// The round a barrier's waiter slot was taken in: the barrier's `completed` and `breaks`
+/// counts then, side by side. Written by the slot's holder under the barrier's mutex.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct SlotRound(pub(crate) AtomicU64);
 
 // SAFETY: a repr(C) structure of atomics, valid for every bit pattern, mutated only
 // atomically; the same holds for the four below.
@@ -83,3 +93,5 @@ unsafe impl Cell for EventState {}
 unsafe impl Cell for CondState {}
 // SAFETY: as above.
 unsafe impl Cell for BarrierState {}
+// SAFETY: as above.
+unsafe impl Cell for SlotRound {}

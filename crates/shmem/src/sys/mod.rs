@@ -25,10 +25,16 @@ use std::time::Instant;
 use multiproc_wire::sys::{cvt, cvt_retry};
 
 pub(crate) use data::{LockedSlots, RawSlots, slot_align};
-pub(crate) use layout::{BarrierState, CondState, EventState, RLockState, SemState};
-pub(crate) use mutex::{Acquire, Held, RawMutex};
+pub(crate) use layout::{BarrierState, CondState, EventState, RLockState, SemState, SlotRound};
+pub(crate) use mutex::{Acquire, Held, Probe, RawMutex};
 pub use pod::{AtomicPod, Pod};
 pub(crate) use segment::{CellId, Fresh, HEADER, Segment, SegmentKey, Shared, file_key};
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds: one clock for every process of the machine.
+pub(crate) fn monotonic_nanos() -> u64 {
+    let now = monotonic_timespec(Instant::now());
+    (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
+}
 
 /// How long a blocking call may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

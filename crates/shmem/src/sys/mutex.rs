@@ -164,6 +164,42 @@ impl Shared<RawMutex> {
     }
 }
 
+/// Whose a mutex is, as [`Shared::<RawMutex>::probe`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Nobody holds it.
+    Free,
+    /// Another live thread holds it.
+    Held,
+    /// The calling thread holds it.
+    Mine,
+    /// Its owner died holding it (it is free and consistent again now).
+    OwnerDied,
+}
+
+impl Shared<RawMutex> {
+    /// Finds out who holds the mutex without waiting, and leaves it as it was (a mutex whose
+    /// owner died is made consistent and left free).
+    ///
+    /// # Panics
+    /// If pthread reports an error that only a corrupted mutex can give.
+    pub(crate) fn probe(&self) -> Probe {
+        let mutex: &RawMutex = self;
+        let (probe, ret) = match mutex.trylock() {
+            0 => (Probe::Free, mutex.unlock()),
+            libc::EOWNERDEAD => {
+                mutex.make_consistent();
+                (Probe::OwnerDied, mutex.unlock())
+            }
+            libc::EBUSY => (Probe::Held, 0),
+            libc::EDEADLK => (Probe::Mine, 0),
+            other => (Probe::Held, other),
+        };
+        assert_eq!(ret, 0, "probing a process-shared mutex failed: {}", io::Error::from_raw_os_error(ret));
+        probe
+    }
+}
+
 /// Proof that the calling thread holds a [`RawMutex`]; unlocks it when dropped.
 ///
 /// It is neither `Send` nor `Sync` (a pthread mutex is unlocked by its owner thread), and it

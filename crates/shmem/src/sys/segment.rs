@@ -239,6 +239,25 @@ impl Fresh {
         Ok(shared)
     }
 
+    /// Turns the allocation into `n` cells placed `stride` bytes apart, initialising each;
+    /// returns the first (the others are [`Shared::nth`] of it).
+    ///
+    /// # Errors
+    /// The first initialiser's error.
+    ///
+    /// # Panics
+    /// If the allocation is too small or misaligned for the cells (a bug in the caller).
+    pub(crate) fn into_cells<C: Cell>(self, stride: usize, n: usize) -> io::Result<Shared<C>> {
+        assert!(n > 0 && stride >= mem::size_of::<C>() && stride % mem::align_of::<C>() == 0);
+        assert!(self.len >= stride * (n - 1) + mem::size_of::<C>(), "allocation too small for its cells");
+        let first: Shared<C> =
+            Shared::attach(self.seg, self.offset as u64).expect("allocation aligned for its cells");
+        for i in 0..n {
+            first.nth(i, stride).expect("allocation holds its cells").init(&InitToken(()))?;
+        }
+        Ok(first)
+    }
+
     /// The segment, offset and length of the allocation.
     pub(super) fn into_parts(self) -> (Arc<Segment>, usize, usize) {
         (self.seg, self.offset, self.len)
@@ -302,6 +321,13 @@ impl<C: Cell> Shared<C> {
     pub(crate) fn attach(seg: Arc<Segment>, offset: u64) -> Option<Shared<C>> {
         let offset = fits(&seg, offset, mem::size_of::<C>(), mem::align_of::<C>())?;
         Some(Shared { seg, offset, _cell: PhantomData })
+    }
+
+    /// The cell `i * stride` bytes after this one; `None` if it would not lie inside the
+    /// segment, aligned for `C`.
+    pub(crate) fn nth(&self, i: usize, stride: usize) -> Option<Shared<C>> {
+        let offset = i.checked_mul(stride)?.checked_add(self.offset)?;
+        Shared::attach(self.seg.clone(), offset as u64)
     }
 
     /// The segment the cell lives in.
