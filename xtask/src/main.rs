@@ -19,6 +19,9 @@ commands:
   bench [FILTER...]   run crates/bench (multiproc) and crates/bench/cpython.py (CPython)
                       on the same workloads, interleaved, and print the speed-ups;
                       FILTERs keep the workloads whose name contains any of them
+  stress [N] [-- ARGS] run the whole test suite N times (default 10) while a CPU hog runs
+                      on every core, and print every test that failed or hung (ARGS go to
+                      each test binary, e.g. `-- barrier`)
   ci                  cargo fmt --check, clippy -D warnings, test, then demo
   help                print this text
 
@@ -56,6 +59,7 @@ fn try_main() -> Result<()> {
             _ => Err("demo takes at most one FILTER".into()),
         },
         "bench" => bench(rest),
+        "stress" => stress(rest),
         "ci" if rest.is_empty() => ci(),
         "ci" => Err("ci takes no arguments".into()),
         "help" | "-h" | "--help" => {
@@ -216,6 +220,11 @@ fn run_with_timeout(
             return Ok((Some(status), start.elapsed()));
         }
         if start.elapsed() >= timeout {
+            // The whole process group when the child leads one (its test binaries too).
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .stderr(Stdio::null())
+                .status();
             let _ = child.kill(); // fails only if it has exited meanwhile
             child.wait().map_err(|e| e.to_string())?;
             return Ok((None, start.elapsed()));
@@ -358,6 +367,181 @@ fn lines(s: &str) -> Vec<String> {
     s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
+// ---------------------------------------------------------------- stress
+
+/// Wall-clock limit for one run of the whole suite under load (CI's budget for it is 15 min).
+const STRESS_RUN_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// What one test did in the stress runs.
+#[derive(Default)]
+struct Record {
+    passed: u32,
+    failed: Vec<usize>,
+    hung: Vec<usize>,
+}
+
+fn stress(args: &[String]) -> Result<()> {
+    let (ours, test_args) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], &args[i + 1..]),
+        None => (args, &[][..]),
+    };
+    let runs: usize = match ours {
+        [] => 10,
+        [n] => {
+            n.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("stress: `{n}` is not a run count"))?
+        }
+        _ => return Err("stress takes at most one run count before `--`".into()),
+    };
+    let root = root();
+    let binaries = test_binaries(&root)?;
+    let logs = target_dir(&root).join("stress");
+    fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
+
+    let cores = thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hogs: Vec<_> = (0..cores)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for _ in 0..100_000 {
+                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    eprintln!("stress: {runs} runs of the test suite with {cores} CPU hogs; logs in {}", logs.display());
+
+    let mut records: std::collections::BTreeMap<String, Record> = Default::default();
+    let mut summary = Vec::new();
+    for run in 1..=runs {
+        let log = logs.join(format!("run-{run}.log"));
+        let mut cmd = cargo(&root);
+        cmd.args(["test", "--workspace", "--no-fail-fast", "--"]).args(test_args);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let (status, took) = run_with_timeout(&mut cmd, &log, STRESS_RUN_TIMEOUT)?;
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let outcome = parse_test_log(&text, &binaries);
+        for (name, result) in &outcome {
+            let record = records.entry(name.clone()).or_default();
+            match result {
+                TestResult::Ok => record.passed += 1,
+                TestResult::Failed => record.failed.push(run),
+                TestResult::Hung => record.hung.push(run),
+            }
+        }
+        let bad = outcome.values().filter(|r| **r != TestResult::Ok).count();
+        let verdict = match status {
+            None => format!("TIMED OUT after {}", format_duration(took)),
+            Some(s) if s.success() && bad == 0 => "clean".to_string(),
+            Some(s) if bad == 0 => {
+                format!("{} with no failed test (see {})", describe_failure(s), log.display())
+            }
+            Some(_) => format!("{bad} tests failed or hung"),
+        };
+        eprintln!(
+            "stress: run {run}/{runs}: {} tests in {}: {verdict}",
+            outcome.len(),
+            format_duration(took)
+        );
+        summary.push((status.is_some_and(|s| s.success()) && bad == 0, verdict));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hogs.into_iter().for_each(|h| drop(h.join()));
+
+    let clean = summary.iter().filter(|(ok, _)| *ok).count();
+    let list = |runs: &[usize]| runs.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .filter(|(_, r)| !r.failed.is_empty() || !r.hung.is_empty())
+        .map(|(name, r)| vec![name.clone(), r.passed.to_string(), list(&r.failed), list(&r.hung)])
+        .collect();
+    println!();
+    if rows.is_empty() {
+        println!("no test failed or hung in {runs} runs ({} tests)", records.len());
+    } else {
+        print_table(
+            &["test", "passed", "failed in runs", "hung in runs"],
+            &[false, true, false, false],
+            &rows,
+        );
+    }
+    println!("{clean}/{runs} clean runs");
+    if clean == runs { Ok(()) } else { Err(format!("{} of {runs} runs were not clean", runs - clean)) }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestResult {
+    Ok,
+    Failed,
+    Hung,
+}
+
+/// Builds every test binary of the workspace and maps each executable's file name to
+/// `package/target`, so that tests of same-named files in different crates stay apart.
+fn test_binaries(root: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let out = capture(cargo(root).args(["test", "--workspace", "--no-run", "--message-format=json"]))?;
+    let mut map = std::collections::HashMap::new();
+    for line in out.lines().filter(|l| l.contains("\"reason\":\"compiler-artifact\"")) {
+        let (Some(exe), Some(id), Some(target)) =
+            (json_str(line, "executable"), json_str(line, "package_id"), json_str(line, "name"))
+        else {
+            continue;
+        };
+        // `path+file:///…/crates/shmem#multiproc-shmem@0.1.0`, or `…/crates/shmem#0.1.0`.
+        let package = id.rsplit_once('#').map_or(id.as_str(), |(path, rest)| match rest.split_once('@') {
+            Some((name, _)) => name,
+            None => path.rsplit('/').next().unwrap_or(path),
+        });
+        let file = exe.rsplit('/').next().unwrap_or(&exe).to_string();
+        map.insert(file, format!("{package}/{target}"));
+    }
+    Ok(map)
+}
+
+/// The string value of the first `"key":"…"` in a line of JSON (no escapes in the values
+/// looked up here).
+fn json_str(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    line[start..].split('"').next().map(str::to_string)
+}
+
+/// Every test named in a `cargo test` log, with how it ended: failed, or hung (reported as
+/// running for over 60 seconds and never finished, or still running when the run was killed).
+fn parse_test_log(
+    log: &str,
+    binaries: &std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, TestResult> {
+    let mut results = std::collections::BTreeMap::new();
+    let mut binary = String::from("?");
+    for line in log.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("Running ") {
+            // `Running tests/sync.rs (target/debug/deps/sync-6d0e…)`
+            let exe = rest.rsplit_once('(').map_or(rest, |(_, e)| e.trim_end_matches(')'));
+            let file = exe.rsplit('/').next().unwrap_or(exe);
+            binary = binaries.get(file).cloned().unwrap_or_else(|| file.to_string());
+        } else if let Some(rest) = line.strip_prefix("Doc-tests ") {
+            binary = format!("{rest}/doc");
+        } else if let Some(rest) = line.strip_prefix("test ") {
+            let name = |n: &str| format!("{binary}::{}", n.trim());
+            if let Some((test, how)) = rest.rsplit_once(" ... ") {
+                let result = match how.trim() {
+                    "ok" => TestResult::Ok,
+                    h if h.starts_with("FAILED") => TestResult::Failed,
+                    _ => continue, // ignored
+                };
+                results.insert(name(test), result);
+            } else if let Some(test) = rest.strip_suffix(" has been running for over 60 seconds") {
+                results.entry(name(test)).or_insert(TestResult::Hung);
+            }
+        }
+    }
+    results
+}
+
 // ---------------------------------------------------------------- ci
 
 fn ci() -> Result<()> {
@@ -442,5 +626,38 @@ fn print_table(headers: &[&str], right: &[bool], rows: &[Vec<String>]) {
     println!("{}", rule.join("-|-"));
     for row in rows {
         line(&mut row.iter().map(String::as_str));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_failed_and_hung_tests_per_binary() {
+        let binaries = [("sync-0abc".to_string(), "multiproc-shmem/sync".to_string())].into();
+        let log = "\
+     Running tests/sync.rs (target/debug/deps/sync-0abc)
+test passes ... ok
+test fails ... FAILED
+test hangs has been running for over 60 seconds
+test slow has been running for over 60 seconds
+test slow ... ok
+test skipped ... ignored
+   Doc-tests multiproc_pipe
+test crates/pipe/src/lib.rs - (line 5) ... FAILED
+";
+        let results = parse_test_log(log, &binaries);
+        let got: Vec<(&str, TestResult)> = results.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(
+            got,
+            [
+                ("multiproc-shmem/sync::fails", TestResult::Failed),
+                ("multiproc-shmem/sync::hangs", TestResult::Hung),
+                ("multiproc-shmem/sync::passes", TestResult::Ok),
+                ("multiproc-shmem/sync::slow", TestResult::Ok),
+                ("multiproc_pipe/doc::crates/pipe/src/lib.rs - (line 5)", TestResult::Failed),
+            ]
+        );
     }
 }
