@@ -544,6 +544,16 @@ impl Dispatcher {
     }
 }
 
+impl Drop for Dispatcher {
+    /// Stops the workers it still has: a pool thread that could not start, or that ended
+    /// without stopping them, leaves no process behind.
+    fn drop(&mut self) {
+        for worker in self.workers.drain(..) {
+            stop_worker(worker, true);
+        }
+    }
+}
+
 impl Task {
     fn call_size(&self) -> usize {
         self.call.encoded_len()

@@ -175,30 +175,50 @@ impl PoolBuilder {
             }
             return Err(error);
         }
-        let (waker_read, waker) =
-            UnixStream::pair().map_err(|e| Error::new(ErrorKind::Io, format!("socketpair: {e}")))?;
-        for end in [&waker_read, &waker] {
-            end.set_nonblocking(true).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
-        }
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let processes = config.processes;
-        let sleeping = Arc::new(AtomicBool::new(false));
-        let dispatcher = Dispatcher::new(rx, waker_read, sleeping.clone(), workers, config);
-        let dispatcher = std::thread::Builder::new()
-            .name("multiproc-pool".into())
-            .spawn(move || dispatcher.run())
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the pool thread: {e}")))?;
+        // From here on, every error stops the workers started above: none is left behind.
+        let waker = UnixStream::pair().and_then(|(read, write)| {
+            read.set_nonblocking(true)?;
+            write.set_nonblocking(true)?;
+            Ok((read, write))
+        });
+        let (waker_read, waker) = match waker {
+            Ok(pair) => pair,
+            Err(e) => {
+                workers.into_iter().for_each(|worker| dispatch::stop_worker(worker, true));
+                return Err(Error::new(ErrorKind::Io, format!("socketpair: {e}")));
+            }
+        };
         let (cb_tx, cb_rx) = crossbeam_channel::unbounded::<Job>();
-        let callbacks = std::thread::Builder::new()
-            .name("multiproc-pool-callbacks".into())
-            .spawn(move || {
+        let callbacks =
+            std::thread::Builder::new().name("multiproc-pool-callbacks".into()).spawn(move || {
                 for job in cb_rx {
                     // Each job guards its callback; this keeps the thread for the next ones
                     // whatever else may panic.
                     let _ = catch_panic(job);
                 }
-            })
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the callback thread: {e}")))?;
+            });
+        let callbacks = match callbacks {
+            Ok(handle) => handle,
+            Err(e) => {
+                workers.into_iter().for_each(|worker| dispatch::stop_worker(worker, true));
+                return Err(Error::new(ErrorKind::Io, format!("cannot start the callback thread: {e}")));
+            }
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let processes = config.processes;
+        let sleeping = Arc::new(AtomicBool::new(false));
+        let dispatcher = Dispatcher::new(rx, waker_read, sleeping.clone(), workers, config);
+        // A thread that cannot start drops the dispatcher, which stops its workers.
+        let dispatcher =
+            std::thread::Builder::new().name("multiproc-pool".into()).spawn(move || dispatcher.run());
+        let dispatcher = match dispatcher {
+            Ok(handle) => handle,
+            Err(e) => {
+                drop(cb_tx);
+                let _ = callbacks.join();
+                return Err(Error::new(ErrorKind::Io, format!("cannot start the pool thread: {e}")));
+            }
+        };
         Ok(Pool {
             tx,
             waker,
