@@ -33,8 +33,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// [`ErrorKind::WorkerLost`], naming the exit code or signal), is replaced, and every other task
 /// completes. No call waits forever on a dead worker.
 ///
-/// No user code run by the pool's own threads can stop them: a result whose `Deserialize`
-/// panics fails its task alone with [`ErrorKind::Codec`] (carrying the panic's message), and a
+/// No user code can stop the pool's threads or its workers: an argument or result whose
+/// `Serialize` or `Deserialize` panics (in the caller, in the worker, or on the pool's thread)
+/// fails its task alone with [`ErrorKind::Codec`] (carrying the panic's message), and a
 /// callback that panics changes nothing else. CPython does worse here: an exception while
 /// unpickling a result, or in a callback, ends its result thread and every later `get` hangs.
 ///
@@ -119,10 +120,7 @@ impl PoolBuilder {
         F: Fn(A) + Copy + 'static,
         A: Serialize + DeserializeOwned,
     {
-        self.init = Some(
-            Call::batch::<F, A, ()>(f, std::slice::from_ref(&args))
-                .map_err(|e| Error::new(ErrorKind::Codec, e.to_string())),
-        );
+        self.init = Some(encode_call::<F, A, ()>(f, std::slice::from_ref(&args)));
         self
     }
 
@@ -228,6 +226,23 @@ impl PoolBuilder {
             dispatcher: Mutex::new(Some(dispatcher)),
             callbacks: Mutex::new(Some((cb_tx, callbacks))),
         })
+    }
+}
+
+/// Encodes a call in the caller's thread. An argument whose `Serialize` panics fails the
+/// call with [`ErrorKind::Codec`] (carrying the panic's message), as one that returns an error
+/// does, so that a `map` or `imap` half submitted stays consistent.
+fn encode_call<F, A, R>(f: F, items: &[A]) -> Result<Call>
+where
+    F: Callable<A, R>,
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    match catch_panic(|| Call::batch::<F, A, R>(f, items)) {
+        Ok(encoded) => encoded.map_err(|e| Error::new(ErrorKind::Codec, e.to_string())),
+        Err(panic) => {
+            Err(Error::new(ErrorKind::Codec, format!("cannot encode the arguments: panicked: {panic}")))
+        }
     }
 }
 
@@ -341,8 +356,7 @@ impl Pool {
     {
         let slot = Slot::new();
         let sink = Arc::new(SingleSink { slot: slot.clone(), callbacks: Mutex::new(callbacks) });
-        let submitted = Call::batch::<F, A, R>(f, std::slice::from_ref(&args))
-            .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
+        let submitted = encode_call::<F, A, R>(f, std::slice::from_ref(&args))
             .and_then(|call| self.submit(vec![Task::new(call, sink.clone(), 0)]));
         if let Err(error) = submitted {
             sink.complete(0, Err(error));
@@ -459,8 +473,7 @@ impl Pool {
         // Each chunk is submitted as soon as it is encoded, so workers start while the
         // next chunks are being encoded.
         for (chunk, items) in chunks.iter().enumerate() {
-            let submitted = Call::batch::<F, A, R>(f, items)
-                .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
+            let submitted = encode_call::<F, A, R>(f, items)
                 .and_then(|call| self.submit(vec![Task::new(call, sink.clone() as Arc<dyn Sink>, chunk)]));
             if let Err(error) = submitted {
                 sink.complete(chunk, Err(error));
@@ -715,14 +728,10 @@ where
             self.submitted += 1;
             self.sizes.insert(chunk, items.len());
             let sink = self.sink.clone() as Arc<dyn Sink>;
-            let f = self.f;
-            let encoded = catch_panic(|| Call::batch::<F, A, R>(f, &items).map_err(|e| e.to_string()))
-                .unwrap_or_else(|panic| Err(format!("cannot encode the arguments: panicked: {panic}")));
-            match encoded {
+            match encode_call::<F, A, R>(self.f, &items) {
                 Ok(call) => tasks.push(Task::new(call, sink, chunk)),
-                Err(e) => {
+                Err(error) => {
                     // Yielded at this chunk's position, once per item.
-                    let error = Error::new(ErrorKind::Codec, e);
                     let _ =
                         self.sink.tx.send((chunk, Ok(items.iter().map(|_| Err(error.clone())).collect())));
                 }

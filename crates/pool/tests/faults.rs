@@ -482,6 +482,11 @@ fn survives_a_panicking_callback() {
         assert_eq!(value, 9);
         assert_ne!(thread, std::thread::current().name().map(str::to_owned));
         assert_eq!(pool.map_async(square, 0..4).get_timeout(LONG / 4).expect("map"), [0, 1, 4, 9]);
+        let bad = pool.map_async_with(square, 0..3, |_| panic!("a buggy callback"), |_| {});
+        assert_eq!(bad.get_timeout(LONG / 4).expect("the map's value stands"), [0, 1, 4]);
+        let bad = pool.map_async_with(fragile, 0..5, |_| {}, |_| panic!("a buggy error callback"));
+        assert_eq!(bad.get_timeout(LONG / 4).expect_err("panicked").kind(), ErrorKind::Panicked);
+        assert_eq!(pool.apply_async(square, 5).get_timeout(LONG / 4).expect("a new task"), 25);
     });
 }
 
@@ -652,5 +657,60 @@ fn returns_the_panic_of_a_map_input() {
         expect_input_panic(&result.get_timeout(LONG / 4).expect_err("map_async_with"));
         expect_input_panic(&rx.recv_timeout(Duration::ZERO).expect("the error callback ran before get"));
         assert_eq!(pool.map(square, 0..4).expect("the next map works"), [0, 1, 4, 9]);
+    });
+}
+
+/// A value whose `Serialize` panics on 13: as an argument it panics in the caller, as a
+/// result in the worker.
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+struct Prickly(u64);
+
+impl Serialize for Prickly {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            panic!("13 is unlucky");
+        }
+        self.0.serialize(s)
+    }
+}
+
+fn prickly(x: u64) -> Prickly {
+    Prickly(x)
+}
+
+fn unprickly(x: Prickly) -> u64 {
+    x.0
+}
+
+/// `Touchy` as an argument panics when the worker decodes it.
+fn untouchy(x: Touchy) -> u64 {
+    x.0
+}
+
+#[test]
+fn fails_only_the_task_whose_arguments_or_results_panic_in_serde() {
+    scenario(|| {
+        let pool = Pool::new(1).expect("build");
+        let worker = pool.apply(pid, ()).expect("pid");
+        // Encoding the arguments, in the caller.
+        expect_decode_panic(
+            &pool.apply_async(unprickly, Prickly(13)).get_timeout(LONG / 4).expect_err("apply"),
+        );
+        let map = pool.map_async(unprickly, [Prickly(12), Prickly(13)]).get_timeout(LONG / 4);
+        expect_decode_panic(&map.expect_err("map"));
+        let results: Vec<_> = pool.imap(unprickly, [12, 13, 14].map(Prickly)).collect();
+        assert_eq!(results.len(), 3, "{results:?}");
+        assert_eq!(
+            (results[0].as_ref().ok(), results[2].as_ref().ok()),
+            (Some(&12), Some(&14)),
+            "{results:?}"
+        );
+        expect_decode_panic(results[1].as_ref().expect_err("13"));
+        // Decoding the arguments and encoding the results, in the worker, which goes on.
+        expect_decode_panic(&pool.apply_async(untouchy, Touchy(13)).get_timeout(LONG / 4).expect_err("args"));
+        expect_decode_panic(&pool.apply_async(prickly, 13).get_timeout(LONG / 4).expect_err("result"));
+        assert_eq!(pool.apply(prickly, 12).expect("12 encodes"), Prickly(12));
+        expect_decode_panic(&pool.map_async(prickly, 10..16).get_timeout(LONG / 4).expect_err("map"));
+        assert_eq!(pool.apply(pid, ()).expect("pid"), worker, "the worker was replaced");
     });
 }
