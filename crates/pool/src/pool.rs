@@ -848,7 +848,8 @@ mod tests {
     fn fails_every_waiter_when_its_thread_dies() {
         let limit = Duration::from_secs(20);
         let pool = Pool::builder().processes(1).start_method(StartMethod::Spawn).build().expect("build");
-        let running = pool.apply_async(sleep_ms, 300);
+        // Long enough not to finish before the thread dies, however loaded the machine.
+        let running = pool.apply_async(sleep_ms, 10_000);
         let queued = pool.apply_async(sleep_ms, 1);
         let mut it = pool.imap(sleep_ms, [100u64; 3]);
         assert!(it.next_timeout(Duration::ZERO).expect("pending").is_err_and(|e| e.is_timeout()));
