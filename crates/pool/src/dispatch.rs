@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use multiproc_pipe::{Connection, Waitable, pipe, wait};
-use multiproc_process::call::{Call, Reply};
+use multiproc_process::call::{Call, Reply, catch_panic};
 use multiproc_process::{Process, StartMethod};
 use multiproc_wire::spin::{DEFAULT_WATCH, Spin};
 use serde::Serialize;
@@ -40,10 +40,47 @@ const SENTINEL_LOOK: Duration = Duration::from_millis(1);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// One unit of work: a call and where its result goes.
+///
+/// A task always reaches its sink: [`finish`](Task::finish) hands it its outcome, and a task
+/// dropped unfinished (the pool's thread ended, a submission that was never received) fails
+/// with [`ErrorKind::Closed`], so that no waiter can wait for it forever.
 pub(crate) struct Task {
     pub(crate) call: Call,
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) chunk: usize,
+    finished: bool,
+}
+
+impl Task {
+    pub(crate) fn new(call: Call, sink: Arc<dyn Sink>, chunk: usize) -> Task {
+        Task { call, sink, chunk, finished: false }
+    }
+
+    /// Hands the outcome to the sink. User code runs there (the result's `Deserialize`, the
+    /// `Drop` of values, a callback when the callback thread is gone): the sinks guard their
+    /// decoding, and a panic anywhere else fails the task with it instead of ending the thread.
+    pub(crate) fn finish(mut self, reply: Result<Reply>) {
+        self.finished = true;
+        let (sink, chunk) = (&self.sink, self.chunk);
+        if let Err(panic) = catch_panic(|| sink.complete(chunk, reply)) {
+            let _ = catch_panic(|| sink.complete(chunk, Err(Error::result_panicked(panic))));
+        }
+    }
+
+    /// Marks the task settled without telling its sink (whoever holds it does).
+    pub(crate) fn forget(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if !self.finished {
+            let error = Error::new(ErrorKind::Closed, "the pool stopped before the task finished");
+            let (sink, chunk) = (&self.sink, self.chunk);
+            let _ = catch_panic(|| sink.complete(chunk, Err(error)));
+        }
+    }
 }
 
 /// What the pool's handle asks of the dispatcher.
@@ -51,6 +88,9 @@ pub(crate) enum Command {
     Submit(Vec<Task>),
     Close,
     Terminate,
+    /// Panics in the pool's thread (the tests of what waiters see when it dies).
+    #[cfg(test)]
+    Panic,
 }
 
 /// How workers are made.
@@ -219,15 +259,25 @@ impl Dispatcher {
     }
 
     /// The thread's body.
+    ///
+    /// User code that runs here is guarded where it runs (see [`Task::finish`]); should the
+    /// thread panic anyway, every worker is stopped and every task fails, so that no waiter
+    /// waits forever, and later submissions fail with [`ErrorKind::Closed`].
     pub(crate) fn run(mut self) {
+        if let Err(panic) = catch_panic(|| self.serve()) {
+            self.stop(Error::new(ErrorKind::Closed, format!("the pool's thread panicked: {panic}")));
+        }
+    }
+
+    fn serve(&mut self) {
         loop {
             if !self.take_commands() {
-                self.terminate();
+                self.stop(Error::new(ErrorKind::Closed, "the pool was terminated"));
                 return;
             }
             if let Some(error) = self.broken.clone() {
                 for (_, task) in self.queue.drain(..) {
-                    task.sink.complete(task.chunk, Err(error.clone()));
+                    task.finish(Err(error.clone()));
                 }
             }
             self.assign();
@@ -253,6 +303,8 @@ impl Dispatcher {
                 }
                 Ok(Command::Close) => self.closing = true,
                 Ok(Command::Terminate) => return false,
+                #[cfg(test)]
+                Ok(Command::Panic) => panic!("told to panic"),
                 Err(TryRecvError::Empty) => return true,
                 // The pool's handle is gone without closing: finish what was submitted.
                 Err(TryRecvError::Disconnected) => {
@@ -380,7 +432,7 @@ impl Dispatcher {
         if !self.answered.is_empty() {
             self.assign();
             for (task, reply) in self.answered.drain(..) {
-                task.sink.complete(task.chunk, reply);
+                task.finish(reply);
             }
         }
     }
@@ -445,7 +497,7 @@ impl Dispatcher {
         }
         if let Some(running) = worker.inflight.pop_front() {
             if let Some(task) = self.inflight.remove(&running) {
-                task.sink.complete(task.chunk, Err(Error::worker_lost(code)));
+                task.finish(Err(Error::worker_lost(code)));
             }
         }
         for id in worker.inflight.drain(..).rev() {
@@ -469,17 +521,35 @@ impl Dispatcher {
         }
     }
 
-    /// Kills every worker and fails every task not yet finished.
-    fn terminate(&mut self) {
+    /// Kills every worker and fails every task not yet finished with `error`, submitted ones
+    /// included (a submission that comes later finds the channel closed).
+    fn stop(&mut self, error: Error) {
         for worker in self.workers.drain(..) {
             stop_worker(worker, true);
         }
-        let error = Error::new(ErrorKind::Closed, "the pool was terminated");
         for (_, task) in self.queue.drain(..) {
-            task.sink.complete(task.chunk, Err(error.clone()));
+            task.finish(Err(error.clone()));
         }
         for (_, task) in self.inflight.drain() {
-            task.sink.complete(task.chunk, Err(error.clone()));
+            task.finish(Err(error.clone()));
+        }
+        for (task, _) in self.answered.drain(..) {
+            task.finish(Err(error.clone()));
+        }
+        for command in self.rx.try_iter() {
+            if let Command::Submit(tasks) = command {
+                tasks.into_iter().for_each(|task| task.finish(Err(error.clone())));
+            }
+        }
+    }
+}
+
+impl Drop for Dispatcher {
+    /// Stops the workers it still has: a pool thread that could not start, or that ended
+    /// without stopping them, leaves no process behind.
+    fn drop(&mut self) {
+        for worker in self.workers.drain(..) {
+            stop_worker(worker, true);
         }
     }
 }

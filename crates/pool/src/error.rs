@@ -4,7 +4,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The task panicked in its worker; the worker goes on with other tasks.
+    /// The task panicked in its worker (the worker goes on with other tasks), or the input
+    /// iterator of a `map` or `imap` panicked (see [`Error::panicked_in`]).
     Panicked,
     /// The worker running the task died (killed, aborted, exited); a new worker took its place.
     WorkerLost,
@@ -35,15 +36,31 @@ pub struct Error {
     message: String,
     location: Option<String>,
     exit_code: Option<i32>,
+    /// What panicked, for [`ErrorKind::Panicked`], when it was not the task.
+    origin: Option<&'static str>,
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, message: message.into(), location: None, exit_code: None }
+        Error { kind, message: message.into(), location: None, exit_code: None, origin: None }
     }
 
     pub(crate) fn panicked(panic: multiproc_process::call::Panic) -> Error {
         Error { location: panic.location, ..Error::new(ErrorKind::Panicked, panic.message) }
+    }
+
+    /// A panic of user code run by the pool outside a task (`origin`: "the input iterator").
+    pub(crate) fn panicked_outside_task(
+        origin: &'static str,
+        panic: multiproc_process::call::Panic,
+    ) -> Error {
+        Error { origin: Some(origin), ..Error::panicked(panic) }
+    }
+
+    /// A panic of user code that decodes a result (`Deserialize`) or frees one (`Drop`), on
+    /// the pool's thread: a codec error of that task alone.
+    pub(crate) fn result_panicked(panic: multiproc_process::call::Panic) -> Error {
+        Error::new(ErrorKind::Codec, format!("cannot decode the result: panicked: {panic}"))
     }
 
     pub(crate) fn worker_lost(exit_code: Option<i32>) -> Error {
@@ -79,6 +96,12 @@ impl Error {
         self.exit_code.filter(|&c| c < 0).map(|c| -c)
     }
 
+    /// What panicked, for [`ErrorKind::Panicked`]: `None` for the task itself, or
+    /// `Some("the input iterator")` for the iterator given to `map` or `imap`.
+    pub fn panicked_in(&self) -> Option<&'static str> {
+        self.origin
+    }
+
     /// Whether this is [`ErrorKind::Timeout`].
     pub fn is_timeout(&self) -> bool {
         self.kind == ErrorKind::Timeout
@@ -95,6 +118,9 @@ impl fmt::Debug for Error {
         if let Some(code) = self.exit_code {
             d.field("exit_code", &code);
         }
+        if let Some(origin) = self.origin {
+            d.field("origin", &origin);
+        }
         d.finish()
     }
 }
@@ -103,7 +129,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             ErrorKind::Panicked => {
-                write!(f, "task panicked: {}", self.message)?;
+                write!(f, "{} panicked: {}", self.origin.unwrap_or("task"), self.message)?;
                 if let Some(location) = &self.location {
                     write!(f, " at {location}")?;
                 }

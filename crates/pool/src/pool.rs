@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use multiproc_process::call::{Call, Callable, Star};
+use multiproc_process::call::{Call, Callable, Star, catch_panic};
 use multiproc_process::{StartMethod, get_start_method};
 use multiproc_wire::spin::{self, DEFAULT_WATCH};
 use serde::Serialize;
@@ -20,6 +20,9 @@ use crate::result::{
     AsyncResult, Callbacks, Job, MapParts, MapSink, OnError, OnValue, SingleSink, Sink, Slot, StreamSink,
 };
 
+/// What [`Error::panicked_in`] names when the input of a `map` or `imap` panicked.
+const INPUT: &str = "the input iterator";
+
 /// How long pool creation waits for a worker to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -29,6 +32,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// A task that panics fails alone; a worker that dies fails only the task it was running (with
 /// [`ErrorKind::WorkerLost`], naming the exit code or signal), is replaced, and every other task
 /// completes. No call waits forever on a dead worker.
+///
+/// No user code can stop the pool's threads or its workers: an argument or result whose
+/// `Serialize` or `Deserialize` panics (in the caller, in the worker, or on the pool's thread)
+/// fails its task alone with [`ErrorKind::Codec`] (carrying the panic's message), and a
+/// callback that panics changes nothing else. CPython does worse here: an exception while
+/// unpickling a result, or in a callback, ends its result thread and every later `get` hangs.
 ///
 /// ```
 /// use multiproc_pool::Pool;
@@ -111,10 +120,7 @@ impl PoolBuilder {
         F: Fn(A) + Copy + 'static,
         A: Serialize + DeserializeOwned,
     {
-        self.init = Some(
-            Call::batch::<F, A, ()>(f, std::slice::from_ref(&args))
-                .map_err(|e| Error::new(ErrorKind::Codec, e.to_string())),
-        );
+        self.init = Some(encode_call::<F, A, ()>(f, std::slice::from_ref(&args)));
         self
     }
 
@@ -167,28 +173,50 @@ impl PoolBuilder {
             }
             return Err(error);
         }
-        let (waker_read, waker) =
-            UnixStream::pair().map_err(|e| Error::new(ErrorKind::Io, format!("socketpair: {e}")))?;
-        for end in [&waker_read, &waker] {
-            end.set_nonblocking(true).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
-        }
+        // From here on, every error stops the workers started above: none is left behind.
+        let waker = UnixStream::pair().and_then(|(read, write)| {
+            read.set_nonblocking(true)?;
+            write.set_nonblocking(true)?;
+            Ok((read, write))
+        });
+        let (waker_read, waker) = match waker {
+            Ok(pair) => pair,
+            Err(e) => {
+                workers.into_iter().for_each(|worker| dispatch::stop_worker(worker, true));
+                return Err(Error::new(ErrorKind::Io, format!("socketpair: {e}")));
+            }
+        };
+        let (cb_tx, cb_rx) = crossbeam_channel::unbounded::<Job>();
+        let callbacks =
+            std::thread::Builder::new().name("multiproc-pool-callbacks".into()).spawn(move || {
+                for job in cb_rx {
+                    // Each job guards its callback; this keeps the thread for the next ones
+                    // whatever else may panic.
+                    let _ = catch_panic(job);
+                }
+            });
+        let callbacks = match callbacks {
+            Ok(handle) => handle,
+            Err(e) => {
+                workers.into_iter().for_each(|worker| dispatch::stop_worker(worker, true));
+                return Err(Error::new(ErrorKind::Io, format!("cannot start the callback thread: {e}")));
+            }
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
         let processes = config.processes;
         let sleeping = Arc::new(AtomicBool::new(false));
         let dispatcher = Dispatcher::new(rx, waker_read, sleeping.clone(), workers, config);
-        let dispatcher = std::thread::Builder::new()
-            .name("multiproc-pool".into())
-            .spawn(move || dispatcher.run())
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the pool thread: {e}")))?;
-        let (cb_tx, cb_rx) = crossbeam_channel::unbounded::<Job>();
-        let callbacks = std::thread::Builder::new()
-            .name("multiproc-pool-callbacks".into())
-            .spawn(move || {
-                for job in cb_rx {
-                    job();
-                }
-            })
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start the callback thread: {e}")))?;
+        // A thread that cannot start drops the dispatcher, which stops its workers.
+        let dispatcher =
+            std::thread::Builder::new().name("multiproc-pool".into()).spawn(move || dispatcher.run());
+        let dispatcher = match dispatcher {
+            Ok(handle) => handle,
+            Err(e) => {
+                drop(cb_tx);
+                let _ = callbacks.join();
+                return Err(Error::new(ErrorKind::Io, format!("cannot start the pool thread: {e}")));
+            }
+        };
         Ok(Pool {
             tx,
             waker,
@@ -198,6 +226,23 @@ impl PoolBuilder {
             dispatcher: Mutex::new(Some(dispatcher)),
             callbacks: Mutex::new(Some((cb_tx, callbacks))),
         })
+    }
+}
+
+/// Encodes a call in the caller's thread. An argument whose `Serialize` panics fails the
+/// call with [`ErrorKind::Codec`] (carrying the panic's message), as one that returns an error
+/// does, so that a `map` or `imap` half submitted stays consistent.
+fn encode_call<F, A, R>(f: F, items: &[A]) -> Result<Call>
+where
+    F: Callable<A, R>,
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    match catch_panic(|| Call::batch::<F, A, R>(f, items)) {
+        Ok(encoded) => encoded.map_err(|e| Error::new(ErrorKind::Codec, e.to_string())),
+        Err(panic) => {
+            Err(Error::new(ErrorKind::Codec, format!("cannot encode the arguments: panicked: {panic}")))
+        }
     }
 }
 
@@ -232,9 +277,13 @@ impl Pool {
         if *closed {
             return Err(Error::new(ErrorKind::Closed, "the pool is closed"));
         }
-        self.tx
-            .send(Command::Submit(tasks))
-            .map_err(|_| Error::new(ErrorKind::Closed, "the pool is closed"))?;
+        // The pool's thread is gone: the caller fails the tasks with this error.
+        self.tx.send(Command::Submit(tasks)).map_err(|unsent| {
+            if let Command::Submit(tasks) = unsent.0 {
+                tasks.into_iter().for_each(Task::forget);
+            }
+            Error::new(ErrorKind::Closed, "the pool is closed")
+        })?;
         drop(closed);
         self.wake();
         Ok(())
@@ -307,9 +356,8 @@ impl Pool {
     {
         let slot = Slot::new();
         let sink = Arc::new(SingleSink { slot: slot.clone(), callbacks: Mutex::new(callbacks) });
-        let submitted = Call::batch::<F, A, R>(f, std::slice::from_ref(&args))
-            .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
-            .and_then(|call| self.submit(vec![Task { call, sink: sink.clone(), chunk: 0 }]));
+        let submitted = encode_call::<F, A, R>(f, std::slice::from_ref(&args))
+            .and_then(|call| self.submit(vec![Task::new(call, sink.clone(), 0)]));
         if let Err(error) = submitted {
             sink.complete(0, Err(error));
         }
@@ -319,8 +367,12 @@ impl Pool {
     /// Applies `f` to every item in parallel and returns the results in order (CPython's
     /// `map`), with CPython's chunk size: the items in `4 × processes` chunks.
     ///
+    /// The input is collected first, in the caller's thread: if it panics, `map` returns the
+    /// panic as [`ErrorKind::Panicked`] (with [`Error::panicked_in`] naming the input), and the
+    /// pool goes on.
+    ///
     /// # Errors
-    /// The first error of any item.
+    /// The first error of any item, or the input's panic.
     pub fn map<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
         F: Callable<A, R> + Copy,
@@ -345,7 +397,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_inner(f, items.into_iter().collect(), Some(chunksize), None).get()
+        self.map_inner(f, items, Some(chunksize), None).get()
     }
 
     /// [`map`](Pool::map) without waiting: the list arrives in the returned handle.
@@ -355,7 +407,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.map_inner(f, items.into_iter().collect(), None, None)
+        self.map_inner(f, items, None, None)
     }
 
     /// [`map_async`](Pool::map_async) with callbacks (see
@@ -377,13 +429,13 @@ impl Pool {
             on_error: Some(Box::new(error_callback) as OnError),
             thread,
         });
-        self.map_inner(f, items.into_iter().collect(), None, callbacks)
+        self.map_inner(f, items, None, callbacks)
     }
 
     fn map_inner<F, A, R>(
         &self,
         f: F,
-        items: Vec<A>,
+        items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
         callbacks: Option<Callbacks<Vec<R>>>,
     ) -> AsyncResult<Vec<R>>
@@ -393,6 +445,19 @@ impl Pool {
         R: Serialize + DeserializeOwned + Send + 'static,
     {
         let slot = Slot::new();
+        // An input that panics fails the map (as an exception in CPython's input does); the
+        // pool is untouched, since nothing was submitted yet.
+        let items: Vec<A> = match catch_panic(|| items.into_iter().collect()) {
+            Ok(items) => items,
+            Err(panic) => {
+                let error = Error::panicked_outside_task(INPUT, panic);
+                match callbacks {
+                    Some(callbacks) => callbacks.deliver_now(slot.clone(), Err(error)),
+                    None => slot.set(Err(error)),
+                }
+                return AsyncResult::new(slot);
+            }
+        };
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), self.processes)).max(1);
         let chunks: Vec<&[A]> = items.chunks(chunksize).collect();
         let sink = Arc::new(MapSink {
@@ -408,11 +473,8 @@ impl Pool {
         // Each chunk is submitted as soon as it is encoded, so workers start while the
         // next chunks are being encoded.
         for (chunk, items) in chunks.iter().enumerate() {
-            let submitted = Call::batch::<F, A, R>(f, items)
-                .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))
-                .and_then(|call| {
-                    self.submit(vec![Task { call, sink: sink.clone() as Arc<dyn Sink>, chunk }])
-                });
+            let submitted = encode_call::<F, A, R>(f, items)
+                .and_then(|call| self.submit(vec![Task::new(call, sink.clone() as Arc<dyn Sink>, chunk)]));
             if let Err(error) = submitted {
                 sink.complete(chunk, Err(error));
                 break;
@@ -458,6 +520,12 @@ impl Pool {
     /// Applies `f` to the items lazily, yielding results in order (CPython's `imap`). Input is
     /// pulled only as results are consumed, with a bounded number of tasks in flight, so an
     /// endless iterator works. Chunk size 1 unless set with [`IMap::chunksize`].
+    ///
+    /// If the input panics (it runs in the caller's thread, in `next`), the results of every
+    /// item it gave come first, then the panic as [`ErrorKind::Panicked`] (with
+    /// [`Error::panicked_in`] naming the input) once, then the end; the pool goes on. CPython
+    /// does the same with an exception, but drops the items of the chunk it interrupted; here
+    /// they run, as a shorter chunk.
     pub fn imap<F, A, R, I>(&self, f: F, items: I) -> IMap<'_, F, I::IntoIter, A, R>
     where
         F: Callable<A, R> + Copy,
@@ -469,6 +537,8 @@ impl Pool {
     }
 
     /// [`imap`](Pool::imap) yielding results as they complete (CPython's `imap_unordered`).
+    /// An input that panics ends it as in `imap`: every result of the items it gave, then the
+    /// panic, then the end.
     pub fn imap_unordered<F, A, R, I>(&self, f: F, items: I) -> IMap<'_, F, I::IntoIter, A, R>
     where
         F: Callable<A, R> + Copy,
@@ -561,6 +631,8 @@ pub struct IMap<'p, F, I, A, R> {
     /// The next chunk to yield (ordered).
     next: usize,
     exhausted: bool,
+    /// The panic that ended the input, yielded once after every result of the items it gave.
+    input_panic: Option<Error>,
     /// The number of items of each chunk in flight: a chunk lost as a whole (its worker died)
     /// yields its error once per item.
     sizes: BTreeMap<usize, usize>,
@@ -601,6 +673,7 @@ where
             received: 0,
             next: 0,
             exhausted: false,
+            input_panic: None,
             sizes: BTreeMap::new(),
             waiting: BTreeMap::new(),
             current: VecDeque::new(),
@@ -634,7 +707,19 @@ where
         }
         let mut tasks = Vec::new();
         while !self.exhausted && self.outstanding() < self.window() {
-            let items: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
+            // The input is user code: if it panics, the items it gave still run (a short last
+            // chunk), and it is not asked again.
+            let mut items: Vec<A> = Vec::with_capacity(self.chunksize);
+            let (input, size) = (&mut self.input, self.chunksize);
+            let pulled = catch_panic(|| {
+                for item in input.by_ref().take(size) {
+                    items.push(item);
+                }
+            });
+            if let Err(panic) = pulled {
+                self.exhausted = true;
+                self.input_panic = Some(Error::panicked_outside_task(INPUT, panic));
+            }
             if items.is_empty() {
                 self.exhausted = true;
                 break;
@@ -643,11 +728,10 @@ where
             self.submitted += 1;
             self.sizes.insert(chunk, items.len());
             let sink = self.sink.clone() as Arc<dyn Sink>;
-            match Call::batch::<F, A, R>(self.f, &items) {
-                Ok(call) => tasks.push(Task { call, sink, chunk }),
-                Err(e) => {
+            match encode_call::<F, A, R>(self.f, &items) {
+                Ok(call) => tasks.push(Task::new(call, sink, chunk)),
+                Err(error) => {
                     // Yielded at this chunk's position, once per item.
-                    let error = Error::new(ErrorKind::Codec, e.to_string());
                     let _ =
                         self.sink.tx.send((chunk, Ok(items.iter().map(|_| Err(error.clone())).collect())));
                 }
@@ -680,7 +764,8 @@ where
                 }
             }
             if self.received == self.submitted && self.exhausted {
-                return None;
+                // Every result is in (and, in order, yielded): then the input's panic, once.
+                return self.input_panic.take().map(Err);
             }
             let received = match deadline {
                 None => watch(&self.rx).or_else(|| self.rx.recv().ok()),
@@ -697,8 +782,9 @@ where
             let Some((chunk, items)) = received else {
                 return Some(Err(Error::new(ErrorKind::Closed, "the pool stopped")));
             };
+            // A chunk received already (failed again after its handling panicked) is ignored.
+            let Some(size) = self.sizes.remove(&chunk) else { continue };
             self.received += 1;
-            let size = self.sizes.remove(&chunk).unwrap_or(1);
             let items: VecDeque<Result<R>> = match items {
                 Ok(items) => items.into(),
                 Err(error) => (0..size).map(|_| Err(error.clone())).collect(),
@@ -740,5 +826,53 @@ where
 
     fn next(&mut self) -> Option<Result<R>> {
         self.next_deadline(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleep_ms(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+
+    fn expect_thread_death(result: Result<u64>) {
+        let error = result.expect_err("the pool's thread died");
+        assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+    }
+
+    /// The defensive guard: whatever ends the pool's thread, nobody waits forever.
+    #[test]
+    fn fails_every_waiter_when_its_thread_dies() {
+        let limit = Duration::from_secs(20);
+        let pool = Pool::builder().processes(1).start_method(StartMethod::Spawn).build().expect("build");
+        // Long enough not to finish before the thread dies, however loaded the machine.
+        let running = pool.apply_async(sleep_ms, 10_000);
+        let queued = pool.apply_async(sleep_ms, 1);
+        let mut it = pool.imap(sleep_ms, [100u64; 3]);
+        assert!(it.next_timeout(Duration::ZERO).expect("pending").is_err_and(|e| e.is_timeout()));
+        pool.tx.send(Command::Panic).expect("the pool's thread runs");
+        pool.wake();
+        for result in [&running, &queued] {
+            let error = result.get_timeout(limit).expect_err("the pool's thread died");
+            assert_eq!(error.kind(), ErrorKind::Closed, "{error}");
+            assert!(error.message().contains("told to panic"), "{error}");
+        }
+        for _ in 0..3 {
+            expect_thread_death(it.next_timeout(limit).expect("one result per item"));
+        }
+        assert!(it.next_timeout(limit).is_none());
+        drop(it);
+        // Later submissions fail at once.
+        expect_thread_death(pool.apply_async(sleep_ms, 1).get_timeout(limit));
+        expect_thread_death(pool.map_async(sleep_ms, [1, 2]).get_timeout(limit).map(|v| v[0]));
+        let mut it = pool.imap(sleep_ms, [1]);
+        expect_thread_death(it.next_timeout(limit).expect("one result"));
+        assert!(it.next_timeout(limit).is_none());
+        // The worker was stopped and reaped.
+        let children = multiproc_process::active_children();
+        assert!(children.is_empty(), "{children:?}");
     }
 }

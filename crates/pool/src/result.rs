@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use multiproc_process::call::{Reply, Values};
+use multiproc_process::call::{Reply, Values, catch_panic};
 use multiproc_wire::spin::{DEFAULT_WATCH, watch};
 use serde::de::DeserializeOwned;
 
@@ -179,9 +179,16 @@ pub(crate) fn decode_values<R: DeserializeOwned>(reply: Result<Reply>) -> Result
     }
 }
 
+/// Runs a decoder on the pool's thread: a `Deserialize` that panics fails its task with a
+/// codec error (carrying the panic's message) instead of ending the thread.
+fn guarded<T>(decode: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_panic(decode).unwrap_or_else(|panic| Err(Error::result_panicked(panic)))
+}
+
 /// What the dispatcher hands each finished task to.
 pub(crate) trait Sink: Send + Sync {
-    /// Task `chunk` of the job finished with `reply` (or failed as a whole).
+    /// Task `chunk` of the job finished with `reply` (or failed as a whole). A chunk already
+    /// settled ignores later calls, so a task whose handling panicked half way can be failed.
     fn complete(&self, chunk: usize, reply: Result<Reply>);
 }
 
@@ -246,7 +253,7 @@ pub(crate) struct SingleSink<R> {
 
 impl<R: DeserializeOwned + Send + 'static> Sink for SingleSink<R> {
     fn complete(&self, _chunk: usize, reply: Result<Reply>) {
-        let value = decode_items::<R>(reply).and_then(|items| {
+        let value = guarded(|| decode_items::<R>(reply)).and_then(|items| {
             items.into_iter().next().unwrap_or_else(|| Err(Error::new(ErrorKind::Codec, "no result")))
         });
         finish(&self.slot, &self.callbacks, value);
@@ -274,10 +281,10 @@ impl<R> MapParts<R> {
 
 impl<R: DeserializeOwned + Send + 'static> Sink for MapSink<R> {
     fn complete(&self, chunk: usize, reply: Result<Reply>) {
-        let items = decode_values::<R>(reply);
+        let items = guarded(|| decode_values::<R>(reply));
         let done = {
             let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
-            if parts.failed {
+            if parts.failed || parts.remaining == 0 || parts.chunks[chunk].is_some() {
                 return;
             }
             match items {
@@ -314,6 +321,7 @@ pub(crate) struct StreamSink<R> {
 impl<R: DeserializeOwned + Send + 'static> Sink for StreamSink<R> {
     fn complete(&self, chunk: usize, reply: Result<Reply>) {
         // A dropped iterator no longer wants results.
-        let _ = self.tx.send((chunk, decode_items::<R>(reply)));
+        // The iterator ignores a chunk it has already received.
+        let _ = self.tx.send((chunk, guarded(|| decode_items::<R>(reply))));
     }
 }

@@ -1,7 +1,7 @@
 //! The worker process: runs calls from its own connection, one at a time, in order.
 
 use multiproc_pipe::Connection;
-use multiproc_process::call::{Call, Reply};
+use multiproc_process::call::{Call, Reply, catch_panic};
 use serde::{Deserialize, Serialize};
 
 /// What a worker is started with.
@@ -36,7 +36,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
     let WorkerArgs { mut conn, init } = args;
     crate::sys::keep_freed_memory();
     if let Some(init) = init {
-        let outcome = init.run().map_err(|e| e.to_string()).and_then(|reply| {
+        let outcome = run(init).and_then(|reply| {
             match reply.decode::<()>().map_err(|e| e.to_string())?.into_iter().next() {
                 Some(Err(panic)) => Err(format!("panicked: {panic}")),
                 _ => Ok(()),
@@ -53,7 +53,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
     loop {
         match conn.recv::<ToWorker>() {
             Ok(ToWorker::Task { id, call }) => {
-                let reply = call.run().map_err(|e| e.to_string());
+                let reply = run(call);
                 if conn.send(&FromWorker::Done { id, reply }).is_err() {
                     return;
                 }
@@ -62,4 +62,13 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             Ok(ToWorker::Stop) | Err(_) => return,
         }
     }
+}
+
+/// Runs a call. Its function runs under `catch_unwind` (a panic is that item's result); so do
+/// the `Deserialize` of its arguments and the `Serialize` of its results here: a panic there
+/// fails the whole call with its message, and the worker goes on.
+fn run(call: Call) -> Result<Reply, String> {
+    catch_panic(|| call.run().map_err(|e| e.to_string())).unwrap_or_else(|panic| {
+        Err(format!("cannot decode the arguments or encode the results: panicked: {panic}"))
+    })
 }

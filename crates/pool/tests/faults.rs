@@ -482,5 +482,235 @@ fn survives_a_panicking_callback() {
         assert_eq!(value, 9);
         assert_ne!(thread, std::thread::current().name().map(str::to_owned));
         assert_eq!(pool.map_async(square, 0..4).get_timeout(LONG / 4).expect("map"), [0, 1, 4, 9]);
+        let bad = pool.map_async_with(square, 0..3, |_| panic!("a buggy callback"), |_| {});
+        assert_eq!(bad.get_timeout(LONG / 4).expect("the map's value stands"), [0, 1, 4]);
+        let bad = pool.map_async_with(fragile, 0..5, |_| {}, |_| panic!("a buggy error callback"));
+        assert_eq!(bad.get_timeout(LONG / 4).expect_err("panicked").kind(), ErrorKind::Panicked);
+        assert_eq!(pool.apply_async(square, 5).get_timeout(LONG / 4).expect("a new task"), 25);
+    });
+}
+
+/// A result whose `Deserialize` panics on 13. Results are decoded in the parent, on the pool's
+/// own thread: the panic happens there, not in the worker.
+#[derive(Debug, PartialEq, Eq)]
+struct Touchy(u64);
+
+impl Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let x = u64::deserialize(d)?;
+        if x == 13 {
+            panic!("13 is unlucky");
+        }
+        Ok(Touchy(x))
+    }
+}
+
+fn touchy(x: u64) -> Touchy {
+    Touchy(x)
+}
+
+fn touchy_sum(a: u64, b: u64) -> Touchy {
+    Touchy(a + b)
+}
+
+fn expect_decode_panic(e: &Error) {
+    assert_eq!(e.kind(), ErrorKind::Codec, "{e}");
+    assert!(e.message().contains("13 is unlucky"), "{e}");
+}
+
+/// Asserts that the pool still runs a new task.
+fn assert_serves(pool: &Pool) {
+    assert_eq!(pool.apply_async(square, 5).get_timeout(LONG / 4).expect("the pool serves a new task"), 25);
+}
+
+#[test]
+fn fails_only_the_task_whose_result_deserialize_panics() {
+    scenario(|| {
+        let pool = Pool::new(2).expect("build");
+        expect_decode_panic(&pool.apply_async(touchy, 13).get_timeout(LONG / 4).expect_err("decode panics"));
+        assert_serves(&pool);
+        assert_eq!(pool.apply(touchy, 12).expect("12 decodes"), Touchy(12));
+        expect_decode_panic(&pool.map_async(touchy, 10..16).get_timeout(LONG / 4).expect_err("map"));
+        assert_serves(&pool);
+        let starmap = pool.starmap_async(touchy_sum, [(1, 2), (6, 7)]).get_timeout(LONG / 4);
+        expect_decode_panic(&starmap.expect_err("starmap"));
+        assert_serves(&pool);
+
+        // One item per task: only the item whose result panics fails, in its place.
+        let mut it = pool.imap(touchy, 10..16);
+        let results = drain(|t| it.next_timeout(t));
+        assert_eq!(results.len(), 6, "{results:?}");
+        for (x, result) in (10..16).zip(&results) {
+            match result {
+                Err(e) => {
+                    assert_eq!(x, 13, "{results:?}");
+                    expect_decode_panic(e);
+                }
+                Ok(value) => assert_eq!(*value, Touchy(x)),
+            }
+        }
+        let mut it = pool.imap_unordered(touchy, 10..16);
+        let (ok, failed): (Vec<_>, Vec<_>) =
+            drain(|t| it.next_timeout(t)).into_iter().partition(Result::is_ok);
+        let mut ok: Vec<u64> = ok.into_iter().map(|r| r.expect("ok").0).collect();
+        ok.sort_unstable();
+        assert_eq!(ok, [10, 11, 12, 14, 15]);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        expect_decode_panic(failed[0].as_ref().expect_err("failed"));
+        assert_serves(&pool);
+
+        // The error callback gets the decode error, before get returns.
+        let (tx, rx) = mpsc::channel();
+        let result = pool.apply_async_with(
+            touchy,
+            13,
+            |_| panic!("no value expected"),
+            move |e| tx.send(e.clone()).expect("send"),
+        );
+        expect_decode_panic(&result.get_timeout(LONG / 4).expect_err("decode panics"));
+        expect_decode_panic(&rx.recv_timeout(Duration::ZERO).expect("the error callback ran before get"));
+        let (tx, rx) = mpsc::channel();
+        let result = pool.map_async_with(
+            touchy,
+            [12, 13],
+            |_| panic!("no value expected"),
+            move |e| tx.send(e.clone()).expect("send"),
+        );
+        expect_decode_panic(&result.get_timeout(LONG / 4).expect_err("decode panics"));
+        expect_decode_panic(&rx.recv_timeout(Duration::ZERO).expect("the error callback ran before get"));
+        assert_serves(&pool);
+        assert_eq!(pool.map(square, 0..4).expect("map"), [0, 1, 4, 9]);
+    });
+}
+
+/// Yields `0..n`, then panics.
+fn failing_after(n: u64) -> impl Iterator<Item = u64> {
+    (0..=n).inspect(move |&i| {
+        if i == n {
+            panic!("the input broke");
+        }
+    })
+}
+
+fn expect_input_panic(e: &Error) {
+    assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+    assert_eq!(e.message(), "the input broke", "{e}");
+    assert!(e.to_string().contains("input"), "{e}");
+}
+
+#[test]
+fn yields_what_imap_took_before_its_input_panicked() {
+    scenario(|| {
+        let pool = Pool::new(2).expect("build");
+        // Chunks of 1, 2 (the last one short) and 5 (the only one complete when it panics).
+        for chunksize in [1, 2, 5] {
+            for ordered in [true, false] {
+                let mut it = if ordered {
+                    pool.imap(square, failing_after(5))
+                } else {
+                    pool.imap_unordered(square, failing_after(5))
+                }
+                .chunksize(chunksize);
+                let mut results = drain(|t| it.next_timeout(t));
+                let what = format!("chunksize {chunksize}, ordered {ordered}: {results:?}");
+                // The error comes once, after every result, and the iterator stays ended.
+                expect_input_panic(&results.pop().expect(&what).expect_err(&what));
+                assert!(it.next_timeout(LONG).is_none(), "{what}");
+                let mut values: Vec<u64> = results.into_iter().collect::<Result<_>>().expect(&what);
+                if !ordered {
+                    values.sort_unstable();
+                }
+                assert_eq!(values, [0, 1, 4, 9, 16], "{what}");
+            }
+        }
+        // An input that panics at once.
+        let mut it = pool.imap(square, failing_after(0));
+        expect_input_panic(&it.next_timeout(LONG).expect("the error").expect_err("the error"));
+        assert!(it.next_timeout(LONG).is_none());
+        assert_serves(&pool);
+    });
+}
+
+#[test]
+fn returns_the_panic_of_a_map_input() {
+    scenario(|| {
+        let pool = Pool::new(2).expect("build");
+        expect_input_panic(&pool.map(square, failing_after(3)).expect_err("map"));
+        expect_input_panic(
+            &pool.map_async(square, failing_after(3)).get_timeout(LONG / 4).expect_err("map_async"),
+        );
+        let pairs = failing_after(3).map(|i| (i as i64, 1));
+        expect_input_panic(&pool.starmap(add, pairs).expect_err("starmap"));
+        let (tx, rx) = mpsc::channel();
+        let result = pool.map_async_with(
+            square,
+            failing_after(3),
+            |_| panic!("no value expected"),
+            move |e| tx.send(e.clone()).expect("send"),
+        );
+        expect_input_panic(&result.get_timeout(LONG / 4).expect_err("map_async_with"));
+        expect_input_panic(&rx.recv_timeout(Duration::ZERO).expect("the error callback ran before get"));
+        assert_eq!(pool.map(square, 0..4).expect("the next map works"), [0, 1, 4, 9]);
+    });
+}
+
+/// A value whose `Serialize` panics on 13: as an argument it panics in the caller, as a
+/// result in the worker.
+#[derive(Debug, PartialEq, Eq, Deserialize)]
+struct Prickly(u64);
+
+impl Serialize for Prickly {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            panic!("13 is unlucky");
+        }
+        self.0.serialize(s)
+    }
+}
+
+fn prickly(x: u64) -> Prickly {
+    Prickly(x)
+}
+
+fn unprickly(x: Prickly) -> u64 {
+    x.0
+}
+
+/// `Touchy` as an argument panics when the worker decodes it.
+fn untouchy(x: Touchy) -> u64 {
+    x.0
+}
+
+#[test]
+fn fails_only_the_task_whose_arguments_or_results_panic_in_serde() {
+    scenario(|| {
+        let pool = Pool::new(1).expect("build");
+        let worker = pool.apply(pid, ()).expect("pid");
+        // Encoding the arguments, in the caller.
+        expect_decode_panic(
+            &pool.apply_async(unprickly, Prickly(13)).get_timeout(LONG / 4).expect_err("apply"),
+        );
+        let map = pool.map_async(unprickly, [Prickly(12), Prickly(13)]).get_timeout(LONG / 4);
+        expect_decode_panic(&map.expect_err("map"));
+        let results: Vec<_> = pool.imap(unprickly, [12, 13, 14].map(Prickly)).collect();
+        assert_eq!(results.len(), 3, "{results:?}");
+        assert_eq!(
+            (results[0].as_ref().ok(), results[2].as_ref().ok()),
+            (Some(&12), Some(&14)),
+            "{results:?}"
+        );
+        expect_decode_panic(results[1].as_ref().expect_err("13"));
+        // Decoding the arguments and encoding the results, in the worker, which goes on.
+        expect_decode_panic(&pool.apply_async(untouchy, Touchy(13)).get_timeout(LONG / 4).expect_err("args"));
+        expect_decode_panic(&pool.apply_async(prickly, 13).get_timeout(LONG / 4).expect_err("result"));
+        assert_eq!(pool.apply(prickly, 12).expect("12 encodes"), Prickly(12));
+        expect_decode_panic(&pool.map_async(prickly, 10..16).get_timeout(LONG / 4).expect_err("map"));
+        assert_eq!(pool.apply(pid, ()).expect("pid"), worker, "the worker was replaced");
     });
 }

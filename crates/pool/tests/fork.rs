@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use multiproc_pool::{ErrorKind, Pool, PoolBuilder};
+use multiproc_process::Process;
 use multiproc_process::StartMethod;
 
 const TESTS: &[(&str, fn())] = &[
@@ -22,6 +23,7 @@ const TESTS: &[(&str, fn())] = &[
     ("replaces_dead_workers_with_fork", replaces_dead_workers_with_fork),
     ("terminates_with_fork", terminates_with_fork),
     ("refuses_fork_while_threads_run", refuses_fork_while_threads_run),
+    ("reaps_the_workers_of_a_failed_build", reaps_the_workers_of_a_failed_build),
 ];
 
 fn main() -> std::process::ExitCode {
@@ -135,4 +137,84 @@ fn refuses_fork_while_threads_run() {
     // Its threads are gone with it.
     let pool = fork_pool().processes(1).build().expect("build once alone again");
     assert_eq!(pool.apply_async(square, 6).get_timeout(LONG).expect("apply"), 36);
+}
+
+/// The descriptors this process has open.
+fn open_fds() -> BTreeSet<i32> {
+    // The registry of children keeps the descriptors of finished ones until it is next looked
+    // at: look first.
+    let _ = multiproc_process::active_children();
+    let dir = std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd");
+    // The directory's own descriptor is in the listing while it is read: leave it out.
+    let listed: BTreeSet<i32> =
+        dir.map(|e| e.expect("entry").file_name().to_string_lossy().parse().expect("a number")).collect();
+    listed.into_iter().filter(|&fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok()).collect()
+}
+
+/// Asserts that this process has no child at all: none running, no zombie.
+fn assert_no_children(what: &str) {
+    // SAFETY: waitpid with WNOHANG only reports (and reaps) a child that has exited.
+    let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+    let error = std::io::Error::last_os_error();
+    assert!(pid == -1 && error.raw_os_error() == Some(libc::ECHILD), "{what}: waitpid gave {pid} ({error})");
+}
+
+/// Sets this process's soft limit on descriptors.
+fn limit_fds(soft: u64) {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the rlimit struct passed by reference.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0, "getrlimit");
+        limit.rlim_cur = soft.min(limit.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "setrlimit");
+    }
+}
+
+/// Builds pools of three workers under ever larger limits on descriptors, so that the build
+/// fails at every step after which a descriptor is needed (a worker's connection, its start,
+/// the pool's own threads); whatever fails, nothing started stays behind.
+fn build_under_fd_limits(method: StartMethod) {
+    let build = || Pool::builder().processes(3).start_method(method).build();
+    // Once, for what the first pool sets up for good (the executable's identity and such).
+    drop(build().expect("build without a limit"));
+    assert_no_children("after a pool");
+    let before = open_fds();
+    let (mut failed, mut built) = (0, 0);
+    // A limit below a descriptor already open leaves it open: only the free numbers below the
+    // limit can be taken, so the sweep starts at none.
+    for limit in 0..before.last().map_or(0, |&fd| fd as u64) + 200 {
+        limit_fds(limit);
+        let result = build();
+        limit_fds(u64::MAX);
+        let what = format!("{method:?}, limit {limit}: {:?}", result.as_ref().err());
+        match result {
+            Err(_) => failed += 1,
+            Ok(pool) => {
+                built += 1;
+                drop(pool);
+            }
+        }
+        assert_no_children(&what);
+        assert_eq!(open_fds(), before, "{what}: descriptors left open");
+        if built == 3 {
+            break;
+        }
+    }
+    assert!(failed > 3 && built == 3, "{method:?}: {failed} builds failed, {built} succeeded");
+}
+
+fn reaps_the_workers_of_a_failed_build() {
+    // In a child of its own: its limits and its children are its own.
+    let mut child = Process::from_closure(|| {
+        build_under_fd_limits(StartMethod::Spawn);
+        build_under_fd_limits(StartMethod::Fork);
+    });
+    child.set_start_method(StartMethod::Fork);
+    child.start().expect("start the child");
+    let code = child.join_timeout(LONG).expect("join");
+    if code.is_none() {
+        let _ = child.kill();
+        let _ = child.join();
+    }
+    assert_eq!(code, Some(0), "the child failed (see its panic above) or took longer than {LONG:?}");
 }

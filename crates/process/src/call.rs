@@ -308,7 +308,10 @@ thread_local! {
 }
 
 /// Runs `f`, turning a panic into a [`Panic`] with its message and location.
-pub(crate) fn catch_panic<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Panic> {
+///
+/// The location comes from a panic hook installed on first use, which records it and then
+/// calls the hook that was in place (so the usual report still goes to stderr).
+pub fn catch_panic<R>(f: impl FnOnce() -> R) -> std::result::Result<R, Panic> {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
