@@ -31,6 +31,9 @@ pub mod spin;
 pub mod sys;
 
 pub use bytes::Bytes;
-pub use codec::{Encoded, MAX_DECODED, decode, decode_prefix, encode, encode_into};
+pub use codec::{
+    Encoded, FINGERPRINT_LEN, Fingerprint, MAX_DECODED, Typed, decode, decode_prefix, decode_typed, encode,
+    encode_into, encode_typed, encode_typed_into,
+};
 pub use error::Error;
 pub use fd::{Fd, fd_serde};
