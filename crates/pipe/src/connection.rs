@@ -287,6 +287,10 @@ impl Connection {
     /// Sends any serde value as one message. Descriptors inside it ([`Fd`](multiproc_wire::Fd),
     /// `Connection`s) travel with it over [`pipe`]s and Unix-socket connections.
     ///
+    /// The message carries a fingerprint of `T` ([`multiproc_wire::Fingerprint`]) that
+    /// [`recv`](Connection::recv) checks: `&str` is received as a `String`, `&[T]` as a
+    /// `Vec<T>`, but a value of another type is refused.
+    ///
     /// The value is encoded in the calling thread before anything is sent: an encoding error
     /// is returned here and nothing reaches the peer.
     ///
@@ -312,7 +316,7 @@ impl Connection {
         fds: &mut Vec<RawFd>,
     ) -> Result<()> {
         let fd = self.check_writable()?;
-        multiproc_wire::encode_into(value, body, fds)?;
+        multiproc_wire::encode_typed_into(value, body, fds)?;
         if !fds.is_empty() && self.transport != Transport::Unix {
             return Err(Error::Encode(
                 "file descriptors can only be sent over Unix-socket connections".into(),
@@ -391,6 +395,12 @@ impl Connection {
 
     /// Receives one value sent with [`send`](Connection::send).
     ///
+    /// Every typed message carries a fingerprint of its Rust type, checked before anything is
+    /// decoded: a message of another type (or bytes from [`send_bytes`](Connection::send_bytes))
+    /// is [`Error::Decode`] naming the type expected, never a wrong value. The message is
+    /// consumed and the connection stays usable. CPython's `recv` has no such check (a pickle
+    /// of any type is accepted).
+    ///
     /// # Errors
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::Decode`] when the message is not
     /// a `T` (it is consumed).
@@ -427,7 +437,7 @@ impl Connection {
                 fds.len()
             )));
         }
-        Ok(multiproc_wire::decode(encoded, fds)?)
+        Ok(multiproc_wire::decode_typed(encoded, fds)?)
     }
 
     /// Whether a message (or end of stream) can be received without blocking longer than
