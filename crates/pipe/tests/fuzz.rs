@@ -355,20 +355,22 @@ fn mutated(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
     let mut bytes = seeds[rng.below(seeds.len() as u64) as usize].clone();
     for _ in 0..1 + rng.below(3) {
         let len = bytes.len() as u64;
+        // Mostly past the fingerprint, so that the value's decoder runs.
+        let from = if len > 8 && !rng.one_in(4) { 8 } else { 0 };
         match rng.below(9) {
-            0 if len > 0 => {
-                let i = rng.below(len) as usize;
+            0 if len > from => {
+                let i = (from + rng.below(len - from)) as usize;
                 bytes[i] ^= 1 << rng.below(8);
             }
-            1 if len > 0 => {
-                let i = rng.below(len) as usize;
+            1 if len > from => {
+                let i = (from + rng.below(len - from)) as usize;
                 bytes[i] = rng.next_u64() as u8;
             }
             2 => bytes.truncate(rng.below(len + 1) as usize),
             3 => bytes.extend(rng.some_bytes(24)),
-            4 if len >= 8 => {
+            4 if len >= from + 8 => {
                 // A length (or any 8 bytes) claiming up to 2^63.
-                let i = rng.below(len - 7) as usize;
+                let i = (from + rng.below(len - from - 7)) as usize;
                 let claim = rng.next_u64() >> rng.below(64);
                 bytes[i..i + 8].copy_from_slice(&claim.to_le_bytes());
             }
