@@ -66,12 +66,19 @@ fn meet_the_senders_types() {
     }
 }
 
+/// The tests of this binary count open descriptors: they run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 #[test]
 fn refuses_messages_of_another_type_over_a_pipe() {
+    let _serial = serial();
     meet_the_senders_types();
     for method in METHODS {
         let (mut ours, theirs) = pipe(true).unwrap();
@@ -85,6 +92,7 @@ fn refuses_messages_of_another_type_over_a_pipe() {
 
 #[test]
 fn refuses_messages_of_another_type_over_a_socket() {
+    let _serial = serial();
     meet_the_senders_types();
     for address in [Address::Unix(unique_path("typed")), Address::localhost(0)] {
         let listener = Listener::bind(address, Some(KEY)).unwrap();
@@ -130,6 +138,7 @@ fn refuses_messages_of_another_type_over_a_socket() {
 
 #[test]
 fn a_child_started_with_every_method_gets_typed_messages() {
+    let _serial = serial();
     // The fingerprint of a type is the same in every process of the executable.
     fn echo_typed(mut conn: Connection) -> u64 {
         let (word, n): (String, u64) = conn.recv_timeout(LIMIT).expect("child: recv");

@@ -256,13 +256,15 @@ thread_local! {
 }
 
 /// Every fingerprint this process has computed, with its type's name, for error messages.
-fn names() -> &'static Mutex<HashMap<u64, &'static str>> {
-    static NAMES: OnceLock<Mutex<HashMap<u64, &'static str>>> = OnceLock::new();
+/// Names are canonical (`&str` is named `alloc::string::String`), so the name does not depend on
+/// which of the equivalent types was met first.
+fn names() -> &'static Mutex<HashMap<u64, String>> {
+    static NAMES: OnceLock<Mutex<HashMap<u64, String>>> = OnceLock::new();
     NAMES.get_or_init(Mutex::default)
 }
 
-fn known_name(hash: u64) -> Option<&'static str> {
-    names().lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&hash).copied()
+fn known_name(hash: u64) -> Option<String> {
+    names().lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&hash).cloned()
 }
 
 #[inline]
@@ -282,34 +284,30 @@ fn cached_hash(name: &'static str) -> u64 {
 #[cold]
 #[inline(never)]
 fn remember(name: &'static str, key: (usize, usize), slot: usize) -> u64 {
-    let hash = canonical_hash(name);
+    let canonical = canonical(name);
+    let hash = fnv1a(canonical.as_bytes());
     let _ = CACHE.try_with(|cache| cache[slot].set((key.0, key.1, hash)));
-    names().lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(hash).or_insert(name);
+    names().lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(hash).or_insert(canonical);
     hash
 }
 
 /// FNV-1a, 64-bit.
-struct Fnv(u64);
-
-impl Fnv {
-    fn bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Wrappers that serde writes as what they hold.
 const TRANSPARENT: [&[u8]; 4] =
     [b"alloc::boxed::Box", b"alloc::rc::Rc", b"alloc::sync::Arc", b"alloc::borrow::Cow"];
 
-/// The hash of a type name, read as a stream of tokens with the equivalences of the module
-/// docs applied. Any input is accepted (unbalanced brackets are hashed as they are).
-fn canonical_hash(name: &str) -> u64 {
+/// A type name read as a stream of tokens with the equivalences of the module docs applied:
+/// one name for all the types serde writes alike. Any input is accepted (unbalanced brackets
+/// are kept as they are).
+fn canonical(name: &str) -> String {
     /// What a closing bracket becomes, by depth: b'>' or b']' written, 0 dropped.
     const DEPTH: usize = 64;
     let bytes = name.as_bytes();
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = String::with_capacity(name.len() + 16);
     let mut closers = [0u8; DEPTH];
     let mut depth = 0usize;
     // Brackets opened beyond DEPTH: hashed as they are.
@@ -345,35 +343,35 @@ fn canonical_hash(name: &str) -> u64 {
                 }
             }
             b'-' if bytes[i..].starts_with(b"->") => {
-                h.bytes(b"->");
+                h.push_str("->");
                 i += 2;
             }
             b'[' => {
                 if is_slice(&bytes[i + 1..]) {
-                    h.bytes(b"alloc::vec::Vec<");
+                    h.push_str("alloc::vec::Vec<");
                     push(&mut closers, &mut depth, &mut deep, b'>');
                 } else {
-                    h.bytes(b"[");
+                    h.push_str("[");
                     push(&mut closers, &mut depth, &mut deep, b']');
                 }
                 i += 1;
             }
             b'<' => {
-                h.bytes(b"<");
+                h.push_str("<");
                 push(&mut closers, &mut depth, &mut deep, b'>');
                 i += 1;
             }
             b'>' | b']' => {
                 if deep > 0 {
                     deep -= 1;
-                    h.bytes(&[c]);
+                    h.push(char::from(c));
                 } else if depth > 0 {
                     depth -= 1;
                     if closers[depth] != 0 {
-                        h.bytes(&[closers[depth]]);
+                        h.push(char::from(closers[depth]));
                     }
                 } else {
-                    h.bytes(&[c]);
+                    h.push(char::from(c));
                 }
                 i += 1;
             }
@@ -386,22 +384,24 @@ fn canonical_hash(name: &str) -> u64 {
                 }
                 let path = &bytes[start..i];
                 if path == b"str" {
-                    h.bytes(b"alloc::string::String");
+                    h.push_str("alloc::string::String");
                 } else if bytes.get(i) == Some(&b'<') && TRANSPARENT.contains(&path) {
                     // The wrapper and its brackets vanish.
                     push(&mut closers, &mut depth, &mut deep, 0);
                     i += 1;
                 } else {
-                    h.bytes(path);
+                    h.push_str(&name[start..i]);
                 }
             }
             _ => {
-                h.bytes(&[c]);
-                i += 1;
+                // Any other character (a bracket, a space, a letter beyond ASCII), as it is.
+                let ch = name[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+                h.push(ch);
+                i += ch.len_utf8();
             }
         }
     }
-    h.0
+    h
 }
 
 /// Whether the bracket that `rest` follows is a slice `[T]`, not an array `[T; N]`: no `;`
@@ -644,9 +644,16 @@ mod tests {
     #[test]
     fn hashes_any_name_without_panicking() {
         let deep = format!("{}u8{}", "alloc::vec::Vec<[".repeat(100), "]>".repeat(100));
-        for name in ["", "&", "'", "'a", "[", "]", ">>>", "<<<", "[u8; ", "a::b<", "-", "->", "&mut", &deep] {
-            canonical_hash(name);
+        for name in
+            ["", "&", "'", "'a", "[", "]", ">>>", "<<<", "[u8; ", "a::b<", "-", "->", "&mut", "é<ü>", &deep]
+        {
+            canonical(name);
         }
-        assert_ne!(canonical_hash("[u8]"), canonical_hash("[u8; 1]"));
+        assert_eq!(
+            canonical("(&str, &mut [u8], alloc::borrow::Cow<'_, str>)"),
+            "(alloc::string::String, alloc::vec::Vec<u8>, alloc::string::String)"
+        );
+        assert_eq!(canonical("[u8; 1]"), "[u8; 1]");
+        assert_eq!(canonical("é<ü>"), "é<ü>");
     }
 }
