@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use multiproc_wire::spin::{self, DEFAULT_WATCH, Spin};
-use multiproc_wire::{fd_serde, frame, sys as wsys};
+use multiproc_wire::{Fingerprint, fd_serde, frame, sys as wsys};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -298,25 +298,43 @@ impl Connection {
     /// [`Error::Encode`] (also for descriptors on a TCP connection), and as
     /// [`send_bytes`](Connection::send_bytes).
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.send_fingerprinted(Fingerprint::of::<T>(), value)
+    }
+
+    /// Sends `value` as a `T`: for a type that serializes exactly as `T` does (a mirror of `T`
+    /// that borrows what `T` owns, say), received with `recv::<T>()`.
+    ///
+    /// # Errors
+    /// As [`send`](Connection::send).
+    pub fn send_as<T: ?Sized, V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
+        self.send_fingerprinted(Fingerprint::of::<T>(), value)
+    }
+
+    fn send_fingerprinted<V: Serialize + ?Sized>(
+        &mut self,
+        fingerprint: Fingerprint,
+        value: &V,
+    ) -> Result<()> {
         let mut body = std::mem::take(&mut self.scratch);
         let mut fds = std::mem::take(&mut self.scratch_fds);
         body.clear();
         fds.clear();
         body.push(0);
-        let result = self.encode_and_send(value, &mut body, &mut fds);
+        let result = self.encode_and_send(fingerprint, value, &mut body, &mut fds);
         self.scratch = body;
         self.scratch_fds = fds;
         result
     }
 
-    fn encode_and_send<T: Serialize + ?Sized>(
+    fn encode_and_send<V: Serialize + ?Sized>(
         &mut self,
-        value: &T,
+        fingerprint: Fingerprint,
+        value: &V,
         body: &mut Vec<u8>,
         fds: &mut Vec<RawFd>,
     ) -> Result<()> {
         let fd = self.check_writable()?;
-        multiproc_wire::encode_typed_into(value, body, fds)?;
+        multiproc_wire::encode_as_into(fingerprint, value, body, fds)?;
         if !fds.is_empty() && self.transport != Transport::Unix {
             return Err(Error::Encode(
                 "file descriptors can only be sent over Unix-socket connections".into(),

@@ -484,8 +484,24 @@ pub fn encode_typed_into<T: Serialize + ?Sized>(
     bytes: &mut Vec<u8>,
     fds: &mut Vec<RawFd>,
 ) -> Result<(), Error> {
+    encode_as_into(Fingerprint::of::<T>(), value, bytes, fds)
+}
+
+/// [`encode_typed_into`] with the fingerprint of another type than the value's: for a type
+/// that serializes exactly as the one the receiver decodes (a borrowing mirror of an owned
+/// message type, say).
+///
+/// # Errors
+/// As [`encode_into`] (on error, `bytes` and `fds` are restored).
+#[inline]
+pub fn encode_as_into<V: Serialize + ?Sized>(
+    fingerprint: Fingerprint,
+    value: &V,
+    bytes: &mut Vec<u8>,
+    fds: &mut Vec<RawFd>,
+) -> Result<(), Error> {
     let len = bytes.len();
-    bytes.extend_from_slice(&Fingerprint::of::<T>().to_bytes());
+    bytes.extend_from_slice(&fingerprint.to_bytes());
     encode_into(value, bytes, fds).inspect_err(|_| bytes.truncate(len))
 }
 

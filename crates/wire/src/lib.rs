@@ -33,7 +33,7 @@ pub mod sys;
 pub use bytes::Bytes;
 pub use codec::{
     Encoded, FINGERPRINT_LEN, Fingerprint, MAX_DECODED, Typed, decode, decode_prefix, decode_typed, encode,
-    encode_into, encode_typed, encode_typed_into,
+    encode_as_into, encode_into, encode_typed, encode_typed_into,
 };
 pub use error::Error;
 pub use fd::{Fd, fd_serde};
