@@ -351,13 +351,13 @@ fn canonical(name: &str) -> String {
                     h.push_str("alloc::vec::Vec<");
                     push(&mut closers, &mut depth, &mut deep, b'>');
                 } else {
-                    h.push_str("[");
+                    h.push('[');
                     push(&mut closers, &mut depth, &mut deep, b']');
                 }
                 i += 1;
             }
             b'<' => {
-                h.push_str("<");
+                h.push('<');
                 push(&mut closers, &mut depth, &mut deep, b'>');
                 i += 1;
             }
