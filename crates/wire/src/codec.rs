@@ -174,8 +174,21 @@ pub const FINGERPRINT_LEN: usize = 8;
 /// The identity of a Rust type in a typed message: a 64-bit hash of its name, with the name
 /// itself for error messages (it never travels).
 ///
-/// Types that serde encodes alike share a fingerprint: see the [module docs](self) (`&str`
-/// and `String`, `&[T]` and `Vec<T>`, `Box<T>` and `T`, ...).
+/// The hash is of the name after mapping the types that serde writes alike to one name: a
+/// reference is its referent (`&T` is `T`), `str` is `String`, a slice `[T]` is `Vec<T>`, and
+/// `Box`, `Rc`, `Arc` and `Cow` are what they hold. So `&str` is received as a `String`, while
+/// `[i32; 2]` (a tuple on the wire) is not a `Vec<i32>`. Names are those of one build of one
+/// program: peers built from other sources must use the same type paths.
+///
+/// ```
+/// use multiproc_wire::{Fingerprint, decode_typed, encode_typed};
+///
+/// assert_eq!(Fingerprint::of::<(&str, &[u8])>(), Fingerprint::of::<(String, Vec<u8>)>());
+/// let bytes = encode_typed(&String::new())?.bytes;
+/// let err = decode_typed::<u64>(&bytes, Vec::new()).unwrap_err();
+/// assert!(err.to_string().contains("expected a `u64`, found a `alloc::string::String`"));
+/// # Ok::<(), multiproc_wire::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Fingerprint {
     hash: u64,

@@ -1,7 +1,9 @@
 //! The bytes between multiproc processes: the codec, the frame format, and file descriptors
 //! that travel beside the bytes.
 //!
-//! Every multiproc crate encodes values with [`encode`] and decodes them with [`decode`]. A
+//! Every multiproc crate encodes values with [`encode`] and decodes them with [`decode`]; a value
+//! whose type the receiver names on its own side travels in the typed encoding
+//! ([`encode_typed`], [`decode_typed`]), which checks a [`Fingerprint`] of the type first. A
 //! value may contain file descriptors ([`Fd`], or an [`OwnedFd`](std::os::fd::OwnedFd) field
 //! marked `#[serde(with = "multiproc_wire::fd_serde")]`): each serializes as an index into a
 //! side list, and the descriptors themselves ride in the same `sendmsg` as `SCM_RIGHTS`.
