@@ -133,6 +133,14 @@ fn refuses_messages_of_another_type_over_a_socket() {
         assert_eq!(server.recv_timeout::<String>(LIMIT).unwrap(), "still in step");
         server.send(&(9u8, "back")).unwrap();
         assert_eq!(client.recv_timeout::<(u8, String)>(LIMIT).unwrap(), (9, "back".to_owned()));
+        let path = match listener.address() {
+            Address::Unix(path) => Some(path.clone()),
+            _ => None,
+        };
+        drop(listener);
+        if let Some(path) = path {
+            assert_gone(&path);
+        }
     }
 }
 
