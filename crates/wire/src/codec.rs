@@ -276,8 +276,21 @@ fn names() -> &'static Mutex<HashMap<u64, String>> {
     NAMES.get_or_init(Mutex::default)
 }
 
+/// The registry, unless it stays locked: a child forked while another thread held it would
+/// wait forever, so after a while of trying it goes without (a name is only for messages).
+fn lock_names() -> Option<std::sync::MutexGuard<'static, HashMap<u64, String>>> {
+    for _ in 0..10_000 {
+        match names().try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+        }
+    }
+    None
+}
+
 fn known_name(hash: u64) -> Option<String> {
-    names().lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&hash).cloned()
+    lock_names()?.get(&hash).cloned()
 }
 
 #[inline]
@@ -300,7 +313,9 @@ fn remember(name: &'static str, key: (usize, usize), slot: usize) -> u64 {
     let canonical = canonical(name);
     let hash = fnv1a(canonical.as_bytes());
     let _ = CACHE.try_with(|cache| cache[slot].set((key.0, key.1, hash)));
-    names().lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(hash).or_insert(canonical);
+    if let Some(mut names) = lock_names() {
+        names.entry(hash).or_insert(canonical);
+    }
     hash
 }
 
