@@ -86,11 +86,13 @@ impl<'a> Args<'a> {
 
     /// The arguments as a `T` (a tuple for several).
     ///
+    /// They carry a fingerprint of the type the caller sent: arguments of another type are
+    /// refused, naming the types.
+    ///
     /// # Errors
     /// [`ErrorKind::BadRequest`] when they are not a `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
-        multiproc_wire::decode(self.bytes, Vec::new())
-            .map_err(|e| Error::bad_request("cannot decode the arguments", e))
+        typed_args(self.bytes)
     }
 }
 
@@ -116,7 +118,7 @@ impl Reply {
 
     /// The result of a method that returns nothing (`()`).
     pub fn unit() -> Reply {
-        Reply { bytes: Vec::new() }
+        Reply { bytes: multiproc_wire::Fingerprint::of::<()>().to_bytes().to_vec() }
     }
 
     pub(crate) fn into_bytes(self) -> Vec<u8> {
@@ -141,9 +143,16 @@ impl<T: Managed> DynManaged for T {
     }
 }
 
+/// Decodes arguments whose type a user's code chose (a registered type's method, a registered
+/// callable): in the typed encoding, so arguments of another type are refused by name.
+pub(crate) fn typed_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    multiproc_wire::decode_typed(bytes, Vec::new())
+        .map_err(|e| Error::bad_request("cannot decode the arguments", e))
+}
+
 /// Makes a registered object from its encoded `Init`.
 pub(crate) fn construct<T: Managed>(init: &[u8]) -> Result<Box<dyn DynManaged>> {
-    let init: T::Init = multiproc_wire::decode(init, Vec::new())
+    let init: T::Init = multiproc_wire::decode_typed(init, Vec::new())
         .map_err(|e| Error::bad_request("cannot decode the initial value", e))?;
     Ok(Box::new(T::create(init)?))
 }

@@ -161,17 +161,22 @@ impl From<WireAddress> for Address {
     }
 }
 
-/// A typed value's encoding, refusing file descriptors: objects keep bytes, and a descriptor's
-/// index would mean nothing once the message carrying it is gone.
+/// A user's value in its typed encoding (fingerprint first), refusing file descriptors:
+/// objects keep bytes, and a descriptor's index would mean nothing once the message carrying
+/// it is gone. Every value a user's type parameter names travels so (container items, keys,
+/// queue items, `Value`s, a registered type's initial value, arguments and results), so a
+/// proxy that reads it as another type gets a codec error, never a wrong value. Keys compare
+/// by these bytes: equal values of one type have equal encodings.
 pub(crate) fn encode_value<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
-    let encoded = multiproc_wire::encode(value).map_err(|e| Error::codec("cannot encode a value", e))?;
+    let encoded =
+        multiproc_wire::encode_typed(value).map_err(|e| Error::codec("cannot encode a value", e))?;
     if !encoded.fds.is_empty() {
         return Err(Error::new(ErrorKind::Codec, "a value kept by a manager cannot hold file descriptors"));
     }
     Ok(Bytes(encoded.bytes))
 }
 
-/// Decodes a value encoded by [`encode_value`].
+/// Decodes a value encoded by [`encode_value`], checking its fingerprint first.
 pub(crate) fn decode_value<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    multiproc_wire::decode(bytes, Vec::new()).map_err(|e| Error::codec("cannot decode a value", e))
+    multiproc_wire::decode_typed(bytes, Vec::new()).map_err(|e| Error::codec("cannot decode a value", e))
 }

@@ -86,6 +86,46 @@ fn deposit_in_child(account: Proxy<Account>) -> i64 {
     AccountProxy(account).deposit(5).expect("deposit in the child")
 }
 
+/// An error's text with its sources.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text = format!("{text}: {err}");
+        source = err.source();
+    }
+    text
+}
+
+#[test]
+fn refuses_values_arguments_and_results_of_another_type() {
+    scenario(|| {
+        let manager = Manager::builder().setup(setup).start().expect("start");
+        // A value kept by the server, read as another type than it was stored as (untyped,
+        // an empty String reads as the u64 0).
+        let ns = manager.namespace().unwrap();
+        ns.set("name", &String::new()).unwrap();
+        let err = ns.get::<u64>("name").expect_err("a String was read as a u64");
+        assert_eq!(err.kind(), ErrorKind::Codec, "{err:?}");
+        let text = chain(&err);
+        assert!(text.contains("expected a `u64`, found a `alloc::string::String`"), "{text}");
+        assert_eq!(ns.get::<String>("name").unwrap(), "");
+        // A registered type's method given arguments of another type than it decodes.
+        let account = AccountProxy(manager.create::<Account>(&("bo".into(), 10)).expect("create"));
+        let err =
+            account.0.call::<_, i64>("deposit", &String::new()).expect_err("a String was taken as an i64");
+        assert_eq!(err.kind(), ErrorKind::BadRequest, "{err:?}");
+        assert!(chain(&err).contains("expected a `i64`"), "{}", chain(&err));
+        // Its result read as another type than it returns.
+        let err = account.0.call::<_, f64>("deposit", &1i64).expect_err("an i64 was read as an f64");
+        assert_eq!(err.kind(), ErrorKind::Codec, "{err:?}");
+        assert!(chain(&err).contains("expected a `f64`"), "{}", chain(&err));
+        // The object and the connection are fine: only the typed deposit of 1 happened.
+        assert_eq!(account.deposit(1).unwrap(), 12);
+        account.0.call::<_, ()>("close", &()).unwrap();
+    });
+}
+
 #[test]
 fn calls_registered_types() {
     scenario(|| {

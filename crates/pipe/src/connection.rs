@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use multiproc_wire::spin::{self, DEFAULT_WATCH, Spin};
-use multiproc_wire::{fd_serde, frame, sys as wsys};
+use multiproc_wire::{Fingerprint, fd_serde, frame, sys as wsys};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -287,6 +287,10 @@ impl Connection {
     /// Sends any serde value as one message. Descriptors inside it ([`Fd`](multiproc_wire::Fd),
     /// `Connection`s) travel with it over [`pipe`]s and Unix-socket connections.
     ///
+    /// The message carries a fingerprint of `T` ([`multiproc_wire::Fingerprint`]) that
+    /// [`recv`](Connection::recv) checks: `&str` is received as a `String`, `&[T]` as a
+    /// `Vec<T>`, but a value of another type is refused.
+    ///
     /// The value is encoded in the calling thread before anything is sent: an encoding error
     /// is returned here and nothing reaches the peer.
     ///
@@ -294,25 +298,43 @@ impl Connection {
     /// [`Error::Encode`] (also for descriptors on a TCP connection), and as
     /// [`send_bytes`](Connection::send_bytes).
     pub fn send<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.send_fingerprinted(Fingerprint::of::<T>(), value)
+    }
+
+    /// Sends `value` as a `T`: for a type that serializes exactly as `T` does (a mirror of `T`
+    /// that borrows what `T` owns, say), received with `recv::<T>()`.
+    ///
+    /// # Errors
+    /// As [`send`](Connection::send).
+    pub fn send_as<T: ?Sized, V: Serialize + ?Sized>(&mut self, value: &V) -> Result<()> {
+        self.send_fingerprinted(Fingerprint::of::<T>(), value)
+    }
+
+    fn send_fingerprinted<V: Serialize + ?Sized>(
+        &mut self,
+        fingerprint: Fingerprint,
+        value: &V,
+    ) -> Result<()> {
         let mut body = std::mem::take(&mut self.scratch);
         let mut fds = std::mem::take(&mut self.scratch_fds);
         body.clear();
         fds.clear();
         body.push(0);
-        let result = self.encode_and_send(value, &mut body, &mut fds);
+        let result = self.encode_and_send(fingerprint, value, &mut body, &mut fds);
         self.scratch = body;
         self.scratch_fds = fds;
         result
     }
 
-    fn encode_and_send<T: Serialize + ?Sized>(
+    fn encode_and_send<V: Serialize + ?Sized>(
         &mut self,
-        value: &T,
+        fingerprint: Fingerprint,
+        value: &V,
         body: &mut Vec<u8>,
         fds: &mut Vec<RawFd>,
     ) -> Result<()> {
         let fd = self.check_writable()?;
-        multiproc_wire::encode_into(value, body, fds)?;
+        multiproc_wire::encode_as_into(fingerprint, value, body, fds)?;
         if !fds.is_empty() && self.transport != Transport::Unix {
             return Err(Error::Encode(
                 "file descriptors can only be sent over Unix-socket connections".into(),
@@ -391,6 +413,12 @@ impl Connection {
 
     /// Receives one value sent with [`send`](Connection::send).
     ///
+    /// Every typed message carries a fingerprint of its Rust type, checked before anything is
+    /// decoded: a message of another type (or bytes from [`send_bytes`](Connection::send_bytes))
+    /// is [`Error::Decode`] naming the type expected, never a wrong value. The message is
+    /// consumed and the connection stays usable. CPython's `recv` has no such check (a pickle
+    /// of any type is accepted).
+    ///
     /// # Errors
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::Decode`] when the message is not
     /// a `T` (it is consumed).
@@ -427,7 +455,7 @@ impl Connection {
                 fds.len()
             )));
         }
-        Ok(multiproc_wire::decode(encoded, fds)?)
+        Ok(multiproc_wire::decode_typed(encoded, fds)?)
     }
 
     /// Whether a message (or end of stream) can be received without blocking longer than

@@ -249,7 +249,7 @@ fn deliver_in_pieces(frame: &[u8], cuts: &[usize], payload: &[u8], typed: bool) 
     write_raw(&mut raw, &[header(2, false), b"ok".to_vec()].concat());
     if typed {
         let got: Vec<u8> = conn.recv_timeout(LIMIT).unwrap();
-        let want: Vec<u8> = multiproc_wire::decode(&payload[1..], Vec::new()).unwrap();
+        let want: Vec<u8> = multiproc_wire::decode_typed(&payload[1..], Vec::new()).unwrap();
         assert!(got == want, "the message of {} bytes was damaged", frame.len());
     } else {
         let got = conn.recv_bytes_timeout(LIMIT).unwrap();
@@ -272,9 +272,9 @@ fn resumes_a_message_that_arrives_in_pieces_across_timeouts() {
     let frame = [header(large.len() as u64, false), large.clone()].concat();
     let cuts: Vec<usize> = (1..=16).map(|i| i * 65_000).collect();
     deliver_in_pieces(&frame, &cuts, &large, false);
-    // A typed value (a descriptor count byte and a bincode Vec<u8>) in pieces.
+    // A typed value (a descriptor count byte, a fingerprint and a bincode Vec<u8>) in pieces.
     let mut encoded = vec![0u8];
-    encoded.extend(multiproc_wire::encode(&pattern(200_000)).unwrap().bytes);
+    encoded.extend(multiproc_wire::encode_typed(&pattern(200_000)).unwrap().bytes);
     let frame = [header(encoded.len() as u64, false), encoded.clone()].concat();
     deliver_in_pieces(&frame, &[1, 4, 5, 70_000, 150_000], &encoded, true);
 }

@@ -1,8 +1,13 @@
 //! Tests for bad input, property style: thousands of random byte strings, random frames with
 //! valid headers and garbage bodies, and huge claimed lengths fed to a `Connection` through a
-//! raw socket, and random frames thrown at both sides of the authkey handshake. Nothing may
-//! panic, hang, or allocate what a peer merely claims. A counting allocator in this test
-//! binary records the largest allocation each thread asks for.
+//! raw socket; random and mutated typed messages fed to the typed decoder and through real
+//! connections (shared rings and sockets); random frames thrown at both sides of the authkey
+//! handshake. Nothing may panic, hang, or allocate what a peer merely claims. A counting
+//! allocator in this test binary records, per thread, the largest block asked for and the peak
+//! of the bytes allocated and not yet freed.
+//!
+//! `MULTIPROC_FUZZ_ITERS` sets how many mutated typed messages
+//! `survives_mutated_typed_messages` tries (default 50 000, about a second).
 
 mod common;
 
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use multiproc_pipe::{Client, Connection, DEFAULT_MAX_MESSAGE, Error, Listener};
+use multiproc_wire::Fingerprint;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -25,11 +31,33 @@ mod sys {
 
     thread_local! {
         static LARGEST: Cell<usize> = const { Cell::new(0) };
+        /// Bytes this thread allocated minus those it freed, since [`reset_peak`], and the
+        /// most that difference reached.
+        static LIVE: Cell<(isize, isize)> = const { Cell::new((0, 0)) };
     }
 
     fn note(size: usize) {
-        // A const-initialised Cell without a destructor: no allocation, usable at any time.
+        // Const-initialised Cells without a destructor: no allocation, usable at any time.
         let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+        live(size as isize);
+    }
+
+    fn live(change: isize) {
+        let _ = LIVE.try_with(|live| {
+            let (now, peak) = live.get();
+            let now = now + change;
+            live.set((now, peak.max(now)));
+        });
+    }
+
+    /// Starts counting this thread's peak of live bytes from zero.
+    pub(crate) fn reset_peak() {
+        LIVE.with(|live| live.set((0, 0)));
+    }
+
+    /// The most bytes this thread held allocated at once since [`reset_peak`].
+    pub(crate) fn peak() -> usize {
+        LIVE.with(|live| live.get().1.max(0) as usize)
     }
 
     /// Forgets what this thread allocated so far.
@@ -61,12 +89,14 @@ mod sys {
 
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
             note(new_size);
+            live(-(layout.size() as isize));
             // SAFETY: `ptr` was allocated by System with `layout` (every block of this
             // allocator is); the caller's contract is passed on unchanged.
             unsafe { System.realloc(ptr, layout, new_size) }
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            live(-(layout.size() as isize));
             // SAFETY: as for `realloc`.
             unsafe { System.dealloc(ptr, layout) }
         }
@@ -158,16 +188,25 @@ fn survives_random_frames_with_valid_headers() {
     }
 }
 
-/// Receives one `T` from a frame holding `body`; only `Ok` or `Decode` are acceptable.
+/// Receives one `T` from a frame holding `body` (a descriptor count, then the bytes of a
+/// value) with `T`'s fingerprint inserted after the count, so that the decoder runs; only `Ok`
+/// or `Decode` are acceptable.
 fn decode_as<T: DeserializeOwned>(body: &[u8], what: &str) -> bool {
     let (mut conn, mut raw) = raw_pair();
-    write_raw(&mut raw, &[header(body.len() as u64, false), body.to_vec()].concat());
+    let body = typed::<T>(body);
+    write_raw(&mut raw, &[header(body.len() as u64, false), body].concat());
     drop(raw);
     match conn.recv_timeout::<T>(LIMIT) {
         Ok(_) => true,
         Err(Error::Decode(_)) => false,
         Err(err) => panic!("{what}: unexpected error {err:?}"),
     }
+}
+
+/// `body` (a descriptor count, then the bytes of a value) with `T`'s fingerprint after the count.
+fn typed<T>(body: &[u8]) -> Vec<u8> {
+    let Some((count, rest)) = body.split_first() else { return Vec::new() };
+    [&[*count][..], &Fingerprint::of::<T>().to_bytes(), rest].concat()
 }
 
 #[derive(Deserialize)]
@@ -280,6 +319,165 @@ fn refuses_huge_claimed_lengths_without_allocating() {
         drop(raw);
         drain(&mut conn, LIMIT, &what);
     }
+}
+
+/// How many mutated typed messages [`survives_mutated_typed_messages`] tries.
+fn fuzz_iterations() -> u64 {
+    match std::env::var("MULTIPROC_FUZZ_ITERS") {
+        Ok(n) => n.trim().parse().unwrap_or_else(|_| panic!("MULTIPROC_FUZZ_ITERS={n:?} is not a count")),
+        Err(_) => 50_000,
+    }
+}
+
+/// The typed encodings mutated inputs start from, with the fingerprints of their types.
+fn seeds() -> Vec<Vec<u8>> {
+    let encode = |bytes: multiproc_wire::Encoded| bytes.bytes;
+    let mut map = BTreeMap::new();
+    map.insert(3u8, Some(700u16));
+    map.insert(9, None);
+    vec![
+        encode(multiproc_wire::encode_typed(&42u64).unwrap()),
+        encode(multiproc_wire::encode_typed(&-1i64).unwrap()),
+        encode(multiproc_wire::encode_typed(&2.5f64).unwrap()),
+        encode(multiproc_wire::encode_typed("a string of some length").unwrap()),
+        encode(multiproc_wire::encode_typed(&String::new()).unwrap()),
+        encode(multiproc_wire::encode_typed(&vec![1u32, 2, 3, 4]).unwrap()),
+        encode(multiproc_wire::encode_typed(&(7u8, "seven")).unwrap()),
+        encode(multiproc_wire::encode_typed(&Some(vec![0u8; 40])).unwrap()),
+        encode(multiproc_wire::encode_typed(&map).unwrap()),
+        encode(multiproc_wire::encode_typed(&(1u8, -2i32, true)).unwrap()),
+    ]
+}
+
+/// A mutation of one of `seeds`: bits flipped, bytes overwritten, cut, extended, a length
+/// made huge, another seed's fingerprint or tail spliced in, or plain random bytes.
+fn mutated(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = seeds[rng.below(seeds.len() as u64) as usize].clone();
+    for _ in 0..1 + rng.below(3) {
+        let len = bytes.len() as u64;
+        // Mostly past the fingerprint, so that the value's decoder runs.
+        let from = if len > 8 && !rng.one_in(4) { 8 } else { 0 };
+        match rng.below(9) {
+            0 if len > from => {
+                let i = (from + rng.below(len - from)) as usize;
+                bytes[i] ^= 1 << rng.below(8);
+            }
+            1 if len > from => {
+                let i = (from + rng.below(len - from)) as usize;
+                bytes[i] = rng.next_u64() as u8;
+            }
+            2 => bytes.truncate(rng.below(len + 1) as usize),
+            3 => bytes.extend(rng.some_bytes(24)),
+            4 if len >= from + 8 => {
+                // A length (or any 8 bytes) claiming up to 2^63.
+                let i = (from + rng.below(len - from - 7)) as usize;
+                let claim = rng.next_u64() >> rng.below(64);
+                bytes[i..i + 8].copy_from_slice(&claim.to_le_bytes());
+            }
+            5 if len >= 8 => {
+                let other = &seeds[rng.below(seeds.len() as u64) as usize];
+                bytes[..8].copy_from_slice(&other[..8]);
+            }
+            6 => {
+                let other = &seeds[rng.below(seeds.len() as u64) as usize];
+                let cut = rng.below(other.len() as u64 + 1) as usize;
+                bytes.extend_from_slice(&other[cut..]);
+            }
+            7 => bytes = rng.some_bytes(48),
+            _ => {}
+        }
+    }
+    bytes
+}
+
+/// Decodes `bytes` as `T`: a value or a decode error, nothing else.
+fn typed_decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> bool {
+    match multiproc_wire::decode_typed::<T>(bytes, Vec::new()) {
+        Ok(_) => true,
+        Err(multiproc_wire::Error::Decode(_)) => false,
+        Err(err) => panic!("{what}: unexpected error {err:?}"),
+    }
+}
+
+/// Receives one message of some type from `conn`: a value or a decode error.
+fn typed_recv(conn: &mut Connection, which: u64, what: &str) -> bool {
+    let result = match which % 6 {
+        0 => conn.recv_timeout::<u64>(LIMIT).map(drop),
+        1 => conn.recv_timeout::<String>(LIMIT).map(drop),
+        2 => conn.recv_timeout::<Vec<u32>>(LIMIT).map(drop),
+        3 => conn.recv_timeout::<(u8, String)>(LIMIT).map(drop),
+        4 => conn.recv_timeout::<Option<Vec<u8>>>(LIMIT).map(drop),
+        _ => conn.recv_timeout::<BTreeMap<u8, Option<u16>>>(LIMIT).map(drop),
+    };
+    match result {
+        Ok(()) => true,
+        Err(Error::Decode(_)) => false,
+        Err(err) => panic!("{what}: unexpected error {err:?}"),
+    }
+}
+
+#[test]
+fn survives_mutated_typed_messages() {
+    // Each input goes to the typed decoder as six types, and through a real connection (the
+    // shared rings of a pipe, or a Unix socket, in turn) as one of them. The peak of live
+    // bytes must stay within the frame limit plus the read-ahead buffer. (The limit is 1 MiB
+    // because serde preallocates up to 1 MiB for a sequence whatever length it claims: a
+    // 20-byte `Option<Vec<u8>>` can reach that, which is within the codec's allowance.)
+    const FRAME_LIMIT: u64 = 1 << 20;
+    const ALLOWED: usize = FRAME_LIMIT as usize + READ_AHEAD;
+    let iterations = fuzz_iterations();
+    let seeds = seeds();
+    let mut rng = Rng::new(0x5eed_0008);
+    let (mut ring_rx, mut ring_tx) = multiproc_pipe::pipe(false).unwrap();
+    let (tx, rx) = UnixStream::pair().unwrap();
+    let (mut sock_rx, mut sock_tx) = (Connection::from(rx), Connection::from(tx));
+    for conn in [&mut ring_rx, &mut sock_rx] {
+        conn.set_max_message_size(FRAME_LIMIT);
+    }
+    let started = Instant::now();
+    let (mut decoded, mut refused, mut worst) = (0u64, 0u64, 0usize);
+    for case in 0..iterations {
+        let bytes = mutated(&mut rng, &seeds);
+        let what = format!("case {case} ({bytes:02x?})");
+        sys::reset_peak();
+        let direct = [
+            typed_decode::<u64>(&bytes, &what),
+            typed_decode::<String>(&bytes, &what),
+            typed_decode::<Vec<u32>>(&bytes, &what),
+            typed_decode::<(u8, String)>(&bytes, &what),
+            typed_decode::<Option<Vec<u8>>>(&bytes, &what),
+            typed_decode::<BTreeMap<u8, Option<u16>>>(&bytes, &what),
+        ];
+        decoded += direct.iter().filter(|ok| **ok).count() as u64;
+        // Through a connection: a descriptor count (mostly 0; none travel), then the bytes.
+        let count = if rng.one_in(16) { rng.next_u64() as u8 } else { 0 };
+        let frame = [&[count][..], &bytes].concat();
+        let (send, recv) =
+            if case % 2 == 0 { (&mut ring_tx, &mut ring_rx) } else { (&mut sock_tx, &mut sock_rx) };
+        send.send_bytes(&frame).unwrap();
+        if !typed_recv(recv, rng.next_u64(), &what) {
+            refused += 1;
+        }
+        // The connection stays in step: a valid message after the garbage arrives intact.
+        if case % 64 == 0 {
+            send.send(&(case, "in step")).unwrap();
+            assert_eq!(
+                recv.recv_timeout::<(u64, String)>(LIMIT).unwrap(),
+                (case, "in step".into()),
+                "{what}"
+            );
+        }
+        let peak = sys::peak();
+        worst = worst.max(peak);
+        assert!(peak <= ALLOWED, "{what}: {peak} bytes allocated at once");
+    }
+    eprintln!(
+        "{iterations} mutated typed messages in {:.1?}: {decoded} direct decodes succeeded, {refused} \
+         refused through a connection, peak {worst} bytes live",
+        started.elapsed()
+    );
+    assert!(decoded > 0 || iterations < 100, "nothing decoded: the mutations never reach the decoder");
+    assert!(refused > 0 || iterations < 100, "nothing refused");
 }
 
 const KEY: &[u8] = b"fuzzing key";

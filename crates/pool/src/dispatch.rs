@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result, describe_exit};
 use crate::result::Sink;
-use crate::worker::{FromWorker, WorkerArgs, worker_main};
+use crate::worker::{FromWorker, ToWorker, WorkerArgs, worker_main};
 
 /// Tasks a worker may hold (running plus sent ahead) at first, and whenever its tasks are slow.
 const PREFETCH: usize = 2;
@@ -205,7 +205,7 @@ pub(crate) fn stop_worker(mut worker: Worker, kill: bool) {
     if kill {
         let _ = worker.process.kill();
     } else {
-        let _ = worker.conn.send(&ToWorkerRef::Stop);
+        let _ = worker.conn.send_as::<ToWorker, _>(&ToWorkerRef::Stop);
     }
     if !matches!(worker.process.join_timeout(STOP_GRACE), Ok(Some(_))) {
         let _ = worker.process.kill();
@@ -336,7 +336,7 @@ impl Dispatcher {
                 }
                 let (id, task) = self.queue.pop_front().expect("front exists");
                 let worker = &mut self.workers[index];
-                if worker.conn.send(&ToWorkerRef::Task { id, call: &task.call }).is_err() {
+                if worker.conn.send_as::<ToWorker, _>(&ToWorkerRef::Task { id, call: &task.call }).is_err() {
                     // The worker is dying: the task was not taken; its sentinel will tell.
                     worker.hung_up = true;
                     self.queue.push_front((id, task));
@@ -350,7 +350,7 @@ impl Dispatcher {
                 self.inflight.insert(id, task);
                 if self.config.maxtasks.is_some_and(|max| worker.sent >= max) {
                     worker.retiring = true;
-                    let _ = worker.conn.send(&ToWorkerRef::Stop);
+                    let _ = worker.conn.send_as::<ToWorker, _>(&ToWorkerRef::Stop);
                 }
             }
         }

@@ -214,7 +214,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let (tag, bytes, _) = transfer::recv(parent.as_fd(), Some(deadline)).expect("a report");
         let text = match tag {
-            transfer::TAG_VALUE => format!("{:?}", multiproc_wire::decode::<u32>(&bytes, Vec::new())),
+            transfer::TAG_VALUE => format!("{:?}", multiproc_wire::decode_typed::<u32>(&bytes, Vec::new())),
             _ => multiproc_wire::decode::<String>(&bytes, Vec::new()).unwrap(),
         };
         (code, (tag, text))

@@ -219,6 +219,9 @@ impl fmt::Debug for Reply {
 impl Reply {
     /// Decodes the results, one per item, in order.
     ///
+    /// The results carry a fingerprint of their type ([`multiproc_wire::Fingerprint`]): an
+    /// `R` other than the function's result type is refused, naming the types.
+    ///
     /// # Errors
     /// [`ErrorKind::Codec`] when they are not results of type `R`.
     pub fn decode<R: DeserializeOwned>(self) -> Result<Vec<std::result::Result<R, Panic>>> {
@@ -235,10 +238,11 @@ impl Reply {
     /// [`ErrorKind::Codec`] when they are not results of type `R`.
     pub fn decode_values<R: DeserializeOwned>(self) -> Result<Values<R>> {
         let fds = self.fds.into_iter().map(OwnedFd::from).collect();
+        // Typed: results of another type than the call's are refused, not misread.
         let decoded = if self.all_ok {
-            multiproc_wire::decode(&self.bytes.0, fds).map(Values::All)
+            multiproc_wire::decode_typed(&self.bytes.0, fds).map(Values::All)
         } else {
-            multiproc_wire::decode(&self.bytes.0, fds).map(Values::Mixed)
+            multiproc_wire::decode_typed(&self.bytes.0, fds).map(Values::Mixed)
         };
         decoded.map_err(|e| Error::codec("cannot decode the results", e))
     }
@@ -295,8 +299,8 @@ where
         }
     }
     let encoded = match &mixed {
-        None => multiproc_wire::encode(&values),
-        Some(results) => multiproc_wire::encode(results),
+        None => multiproc_wire::encode_typed(&values),
+        Some(results) => multiproc_wire::encode_typed(results),
     }
     .map_err(|e| format!("cannot encode the results: {e}"))?;
     let fds = dup_all(&encoded.fds).map_err(|e| e.to_string())?;

@@ -354,7 +354,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
         let child = self.started()?;
         let deadline = Instant::now() + OUTCOME_TIMEOUT;
         match transfer::recv(child.sock.as_fd(), Some(deadline)) {
-            Ok((transfer::TAG_VALUE, bytes, fds)) => multiproc_wire::decode(&bytes, fds)
+            Ok((transfer::TAG_VALUE, bytes, fds)) => multiproc_wire::decode_typed(&bytes, fds)
                 .map_err(|e| Error::codec("cannot decode the result", e).with_code(Some(code))),
             Ok((transfer::TAG_PANIC, bytes, _)) => {
                 let (message, location): (String, Option<String>) =

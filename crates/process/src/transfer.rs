@@ -72,7 +72,7 @@ pub(crate) fn recv(
 
 /// Encodes and sends a result value.
 pub(crate) fn send_value<R: Serialize>(sock: BorrowedFd<'_>, value: &R) -> Result<(), WireError> {
-    let encoded = multiproc_wire::encode(value)?;
+    let encoded = multiproc_wire::encode_typed(value)?;
     send(sock, TAG_VALUE, &encoded.bytes, &encoded.fds)
 }
 

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
+use multiproc_process::call::{Call, Reply, Values};
 use multiproc_process::{
     ErrorKind, Fd, Process, StartMethod, UnknownStartMethod, active_children, cpu_count, current_process,
     get_context, parent_process,
@@ -490,6 +491,45 @@ fn reports_undecodable_arguments() {
         assert!(err.to_string().contains("refuses to be deserialized"), "{err}");
         assert_eq!(err.exit_code(), Some(1));
         assert_error_text(&err);
+    }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Runs a call in the child, as a pool worker does.
+fn run_call(call: Call) -> Reply {
+    call.run().expect("child: run")
+}
+
+/// An error's text with its sources.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        text = format!("{text}: {err}");
+        source = err.source();
+    }
+    text
+}
+
+#[test]
+fn refuses_call_results_decoded_as_another_type() {
+    for method in METHODS {
+        let call = Call::batch(square, &[6u64, 7]).unwrap();
+        // Untyped, the u64 results would decode as two (denormal) f64s.
+        let reply = run(method, run_call, call.try_clone().unwrap());
+        let err = reply.decode::<f64>().expect_err("u64 results were decoded as f64");
+        assert_eq!(err.kind(), ErrorKind::Codec, "{method}: {err:?}");
+        let text = chain(&err);
+        assert!(text.contains("expected a `alloc::vec::Vec<f64>`"), "{method}: {text}");
+        let reply = run(method, run_call, call);
+        let values = match reply.decode_values::<u64>().unwrap() {
+            Values::All(values) => values,
+            Values::Mixed(_) => panic!("{method}: nothing panicked"),
+        };
+        assert_eq!(values, [36, 49], "{method}");
     }
 }
 

@@ -37,11 +37,11 @@ fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
 }
 
 /// A stable-within-one-executable identity of `T`, checked when a handle is received.
+/// The fingerprint of the item type, kept in the ring's header and checked when a handle is
+/// received: every item of a ring is a `T` by construction, so items carry none of their own
+/// (the item path stays one copy of the bincode bytes).
 fn type_hash<T>() -> u64 {
-    // FNV-1a over the type's name.
-    std::any::type_name::<T>()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    multiproc_wire::Fingerprint::of::<T>().hash()
 }
 
 fn deadline(timeout: Duration) -> Option<Instant> {

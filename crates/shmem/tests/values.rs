@@ -334,22 +334,34 @@ fn maps_each_segment_once_per_process() {
 #[derive(Debug, Serialize, Deserialize)]
 struct Wrong<T>(T);
 
+/// Sends `value` twice: as itself, refused by the message's type fingerprint, then claiming to
+/// be a `T`, refused by the handle's own tag (`tag_error`).
+fn refused<T: serde::de::DeserializeOwned + std::fmt::Debug, V: Serialize>(
+    (a, b): (&mut Connection, &mut Connection),
+    value: &V,
+    tag_error: &str,
+) {
+    a.send(value).unwrap();
+    let err = b.recv_timeout::<T>(LIMIT).unwrap_err();
+    assert!(err.to_string().contains("expected a `"), "{err}");
+    a.send_as::<T, _>(value).unwrap();
+    let err = b.recv_timeout::<T>(LIMIT).unwrap_err();
+    assert!(err.to_string().contains(tag_error), "{err}");
+}
+
 #[test]
 fn refuses_handles_of_another_type() {
     let (mut a, mut b) = pipe(true).unwrap();
-    a.send(&Value::new(2u8).unwrap()).unwrap();
-    let err = b.recv_timeout::<Value<bool>>(LIMIT).unwrap_err();
-    assert!(err.to_string().contains("another element type"), "{err}");
-
-    a.send(&Value::new(2u8).unwrap()).unwrap();
-    let err = b.recv_timeout::<RawValue<u8>>(LIMIT).unwrap_err();
-    assert!(err.to_string().contains("expected a RawValue, received a Value"), "{err}");
-
-    a.send(&RawArray::<u8>::new(3).unwrap()).unwrap();
-    let err = b.recv_timeout::<Array<u8>>(LIMIT).unwrap_err();
-    assert!(err.to_string().contains("expected an Array, received a RawArray"), "{err}");
-
-    a.send(&Lock::new().unwrap()).unwrap();
-    let err = b.recv_timeout::<Wrong<Event>>(LIMIT).unwrap_err();
-    assert!(err.to_string().contains("expected an Event, received a Lock"), "{err}");
+    refused::<Value<bool>, _>((&mut a, &mut b), &Value::new(2u8).unwrap(), "another element type");
+    refused::<RawValue<u8>, _>(
+        (&mut a, &mut b),
+        &Value::new(2u8).unwrap(),
+        "expected a RawValue, received a Value",
+    );
+    refused::<Array<u8>, _>(
+        (&mut a, &mut b),
+        &RawArray::<u8>::new(3).unwrap(),
+        "expected an Array, received a RawArray",
+    );
+    refused::<Wrong<Event>, _>((&mut a, &mut b), &Lock::new().unwrap(), "expected an Event, received a Lock");
 }

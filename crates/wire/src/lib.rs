@@ -1,7 +1,9 @@
 //! The bytes between multiproc processes: the codec, the frame format, and file descriptors
 //! that travel beside the bytes.
 //!
-//! Every multiproc crate encodes values with [`encode`] and decodes them with [`decode`]. A
+//! Every multiproc crate encodes values with [`encode`] and decodes them with [`decode`]; a value
+//! whose type the receiver names on its own side travels in the typed encoding
+//! ([`encode_typed`], [`decode_typed`]), which checks a [`Fingerprint`] of the type first. A
 //! value may contain file descriptors ([`Fd`], or an [`OwnedFd`](std::os::fd::OwnedFd) field
 //! marked `#[serde(with = "multiproc_wire::fd_serde")]`): each serializes as an index into a
 //! side list, and the descriptors themselves ride in the same `sendmsg` as `SCM_RIGHTS`.
@@ -31,6 +33,9 @@ pub mod spin;
 pub mod sys;
 
 pub use bytes::Bytes;
-pub use codec::{Encoded, MAX_DECODED, decode, decode_prefix, encode, encode_into};
+pub use codec::{
+    Encoded, FINGERPRINT_LEN, Fingerprint, MAX_DECODED, Typed, decode, decode_prefix, decode_typed, encode,
+    encode_as_into, encode_into, encode_typed, encode_typed_into,
+};
 pub use error::Error;
 pub use fd::{Fd, fd_serde};

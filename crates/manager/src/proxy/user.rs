@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use multiproc_wire::Typed;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -47,7 +48,9 @@ impl<T: Managed> Proxy<T> {
     /// [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected),
     /// [`ErrorKind::Codec`](crate::ErrorKind::Codec).
     pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R> {
-        self.proxy.call(method, args)
+        // Typed both ways: the object refuses arguments of another type than it decodes, and
+        // a result of another type than `R` is a codec error.
+        self.proxy.call::<_, Typed<R>>(method, &Typed(args)).map(|Typed(result)| result)
     }
 }
 

@@ -369,7 +369,7 @@ impl ManagerServer {
     {
         managed::check_name("callable", name)?;
         let callable: Callable = Arc::new(move |bytes: &[u8]| {
-            let args: A = args(bytes)?;
+            let args: A = managed::typed_args(bytes)?;
             callable(args).map(Into::into)
         });
         self.shared
