@@ -50,9 +50,10 @@ impl Peer {
 
     /// Whether the client has gone: its session ended, or its socket reports a hang-up or an
     /// error (looked at without waiting). A client never shuts down its writing half while it
-    /// waits for replies, so a read hang-up means its process has closed the connection.
+    /// waits for replies, so a read hang-up means its process has closed the connection. When
+    /// the socket cannot be looked at, the write of the reply tells.
     pub(crate) fn gone(&self) -> bool {
-        !self.alive.load(Ordering::Acquire) || hung_up(self.socket.as_fd()).unwrap_or(true)
+        !self.alive.load(Ordering::Acquire) || hung_up(self.socket.as_fd()).unwrap_or(false)
     }
 }
 
