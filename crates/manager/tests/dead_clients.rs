@@ -65,7 +65,8 @@ impl Gate {
 
 /// A server in this process with the `stall` callable, serving on a thread.
 struct Server {
-    local: Manager,
+    /// A client connected through the server's address, as the killed child was.
+    client: Manager,
     gate: Arc<Gate>,
     address: String,
     handle: ShutdownHandle,
@@ -88,7 +89,8 @@ impl Server {
         let address = server.address().to_string();
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.serve_forever().expect("serve"));
-        Server { local, gate, address, handle, thread: Some(thread) }
+        let client = Manager::connect(address.parse::<Address>().unwrap(), KEY).expect("connect");
+        Server { client, gate, address, handle, thread: Some(thread) }
     }
 
     /// Starts `child` with `method`, waits until it stalled its session, kills it.
@@ -202,7 +204,7 @@ fn leaves_queue_items_to_the_living() {
     scenario(|| {
         for (address, method) in servers() {
             let server = Server::start(address);
-            let queue = server.local.queue::<u32>().unwrap();
+            let queue = server.client.queue::<u32>().unwrap();
             server.kill_blocked(Blocked::Get(queue.clone()), method);
             queue.put(&7).unwrap();
             assert_eq!(queue.get_timeout(SETTLE).expect("the item is still there"), 7);
@@ -218,7 +220,7 @@ fn leaves_semaphore_units_to_the_living() {
     scenario(|| {
         for (address, method) in servers() {
             let server = Server::start(address);
-            let semaphore = server.local.semaphore(0).unwrap();
+            let semaphore = server.client.semaphore(0).unwrap();
             server.kill_blocked(Blocked::Acquire(semaphore.clone()), method);
             semaphore.release().unwrap();
             assert!(semaphore.acquire_timeout(SETTLE).unwrap(), "the unit is still there");
@@ -232,7 +234,7 @@ fn leaves_locks_to_the_living() {
     scenario(|| {
         for (address, method) in servers() {
             let server = Server::start(address);
-            let lock = server.local.lock().unwrap();
+            let lock = server.client.lock().unwrap();
             lock.acquire().unwrap();
             server.kill_blocked(Blocked::Lock(lock.clone()), method);
             lock.release().unwrap();
@@ -240,7 +242,7 @@ fn leaves_locks_to_the_living() {
             assert!(lock.acquire_timeout(SETTLE).unwrap(), "the lock is free");
             lock.release().unwrap();
 
-            let rlock = server.local.rlock().unwrap();
+            let rlock = server.client.rlock().unwrap();
             rlock.acquire().unwrap();
             server.kill_blocked(Blocked::RLock(rlock.clone()), method);
             rlock.release().unwrap();
@@ -256,7 +258,7 @@ fn passes_notifications_on_to_the_living() {
     scenario(|| {
         for (address, method) in servers() {
             let server = Server::start(address);
-            let cond = server.local.condition().unwrap();
+            let cond = server.client.condition().unwrap();
             // The dead waiter waits first, so it is the one a notify(1) picks.
             server.kill_blocked(Blocked::Wait(cond.clone()), method);
             let (tx, rx) = mpsc::channel();
@@ -288,7 +290,7 @@ fn breaks_barriers_whose_party_died() {
     scenario(|| {
         for (address, method) in servers() {
             let server = Server::start(address);
-            let barrier = server.local.barrier(2).unwrap();
+            let barrier = server.client.barrier(2).unwrap();
             server.kill_blocked(Blocked::Barrier(barrier.clone()), method);
             // The dead party does not count as arrived.
             let err = barrier.wait_timeout(SETTLE).unwrap_err();
