@@ -157,7 +157,7 @@ fn stall_mid_request((address, authkey, mut tell): (String, Vec<u8>, Connection)
 
 /// Starts many waiting calls, takes a lock, tells the parent, waits to be killed.
 fn die_waiting(
-    (queue, lock, mut tell): (multiproc_manager::QueueProxy<u32>, multiproc_manager::LockProxy, Connection),
+    (queue, lock, mut tell): (multiproc_manager::QueueProxy<u32>, multiproc_manager::RLockProxy, Connection),
 ) {
     lock.acquire().unwrap();
     for _ in 0..16 {
@@ -186,7 +186,7 @@ fn survives_clients_killed_mid_request() {
             assert_serving(&manager);
 
             let queue = manager.queue::<u32>().unwrap();
-            let lock = manager.lock().unwrap();
+            let lock = manager.rlock().unwrap();
             let (mut ours, theirs) = multiproc_pipe::pipe(true).unwrap();
             let mut child = Process::new(die_waiting, (queue.clone(), lock.clone(), theirs));
             child.set_start_method(method);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use multiproc_manager::{ErrorKind, EventProxy, LockProxy, QueueProxy};
+use multiproc_manager::{ErrorKind, EventProxy, QueueProxy, RLockProxy};
 use multiproc_process::{Process, StartMethod};
 
 #[test]
@@ -335,7 +335,7 @@ fn passes_and_breaks_barriers() {
 }
 
 /// Takes the lock, says so, then blocks until killed.
-fn hold_lock_forever((lock, held): (LockProxy, EventProxy)) {
+fn hold_lock_forever((lock, held): (RLockProxy, EventProxy)) {
     lock.acquire().expect("acquire in the child");
     held.set().expect("tell the parent");
     std::thread::sleep(Duration::from_secs(60));
@@ -351,7 +351,7 @@ fn releases_locks_of_dead_processes() {
     scenario(|| {
         for method in METHODS {
             let manager = start(method);
-            let lock = manager.lock().expect("lock");
+            let lock = manager.rlock().expect("rlock");
             let held = manager.event().expect("event");
             let mut child = Process::new(hold_lock_forever, (lock.clone(), held.clone()));
             child.set_start_method(method);
@@ -360,7 +360,7 @@ fn releases_locks_of_dead_processes() {
             assert!(!lock.try_acquire().unwrap());
             child.kill().unwrap();
             assert_eq!(child.join().unwrap(), -9);
-            // CPython's manager would keep the lock forever; here the next owner is told.
+            // CPython's manager would keep the RLock forever; here the next owner is told.
             let err = lock.acquire_timeout(LIMIT).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::OwnerDied, "{err}");
             assert!(lock.locked().unwrap(), "the caller holds the lock now");

@@ -2,6 +2,11 @@
 //!
 //! A blocked `get` or `put` waits in the server on a thread of its own: other calls of the same
 //! process (another thread's `put`) go on meanwhile.
+//!
+//! A process killed while it waits in `get` takes no item, and an item whose reply cannot be
+//! delivered (the connection broke as it was sent) goes back to the front of the queue, for
+//! the next `get`. CPython's server takes the item for the dead process and loses it. An item
+//! that reached a process before it died is gone with it, as with any queue.
 
 use std::borrow::Borrow;
 use std::marker::PhantomData;

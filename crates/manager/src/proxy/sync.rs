@@ -1,12 +1,21 @@
 //! Proxies of the synchronization objects in the server: Lock, RLock, Semaphore,
 //! BoundedSemaphore, Condition, Event, Barrier.
 //!
-//! Locks are owned by a thread of a client process. When a client process goes away (its
-//! connection ends) while holding a `Lock` or `RLock` (also one under a `Condition`), the
-//! server releases it, and the next acquirer is told with [`ErrorKind::OwnerDied`] (it holds
-//! the lock then). CPython would keep it locked forever. Semaphores are not released: any
-//! process may release a semaphore another acquired, so the server cannot tell whose a unit
-//! was.
+//! An `RLock` (also a `Condition`'s own, or one it was made over) is owned by a thread of a
+//! client process. When a client process goes away (its connection ends) while holding one,
+//! the server releases it, and the next acquirer is told with [`ErrorKind::OwnerDied`] (it
+//! holds the lock then), as the shared-memory locks of `multiproc-shmem` report a dead owner.
+//! CPython keeps such an `RLock` locked forever, and no other process can release it. A plain
+//! `Lock` has no owner (any process may release it, as with `threading.Lock`), so one whose
+//! holder died stays locked until someone releases it, as in CPython. Semaphores are not
+//! released either: any process may release a unit another acquired.
+//!
+//! A process killed while it waits (in `acquire`, a condition's `wait`, a barrier's `wait`, a
+//! queue's `get`) takes nothing: the lock, the semaphore unit or the notification goes to a
+//! living waiter, and what was taken for it when its reply could not be delivered is given
+//! back. A barrier one of whose waiting parties died breaks (the others get
+//! [`ErrorKind::BrokenBarrier`]) instead of counting it as arrived. CPython's server takes the
+//! lock, the unit or the notification for the dead process, and lets its barrier pass.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -21,8 +30,9 @@ macro_rules! acquire_methods {
         /// Acquires, waiting as long as it takes (`acquire()`).
         ///
         /// # Errors
-        /// [`ErrorKind::OwnerDied`] (locks only): acquired, but the previous owner's process
-        /// went away while holding it; [`ErrorKind::Disconnected`] when the server has gone.
+        /// [`ErrorKind::OwnerDied`] (`RLock` and `Condition` only): acquired, but the previous
+        /// owner's process went away while holding it; [`ErrorKind::Disconnected`] when the
+        /// server has gone.
         pub fn acquire(&self) -> Result<()> {
             self.acquire_wait(Wait::Forever).map(drop)
         }
@@ -124,7 +134,9 @@ impl Drop for LockGuard<'_> {
 /// A proxy of a lock in the server (CPython's `manager.Lock()`, a `threading.Lock`).
 ///
 /// Any thread of any client may release it, as with `threading.Lock`; acquiring it twice from
-/// one thread waits for ever.
+/// one thread waits for ever. It has no owner, so when the process holding it dies it stays
+/// locked until another process releases it, and nobody is told [`ErrorKind::OwnerDied`] (as
+/// in CPython); use an [`RLockProxy`] for a lock that its holder's death releases.
 ///
 /// ```no_run
 /// let manager = multiproc_manager::Manager::start()?;
@@ -148,6 +160,9 @@ impl LockProxy {
 
 /// A proxy of a reentrant lock in the server (CPython's `manager.RLock()`): the thread that
 /// holds it may acquire it again, and must release it as often.
+///
+/// When the process holding it goes away, the server releases it and the next acquirer gets
+/// [`ErrorKind::OwnerDied`] while holding it (told once). CPython keeps it locked forever.
 pub struct RLockProxy {
     proxy: AnyProxy,
 }
@@ -353,7 +368,9 @@ impl EventProxy {
 /// A proxy of a barrier in the server (CPython's `manager.Barrier(parties)`).
 ///
 /// A waiter whose time limit passes, or whose process goes away, breaks the barrier: every
-/// waiter gets [`ErrorKind::BrokenBarrier`] until [`reset`](BarrierProxy::reset).
+/// waiter gets [`ErrorKind::BrokenBarrier`] until [`reset`](BarrierProxy::reset). A party
+/// killed inside `wait` never counts as arrived, even when the last party comes before the
+/// server has seen the connection end (CPython's barrier lets the others pass then).
 pub struct BarrierProxy {
     proxy: AnyProxy,
 }

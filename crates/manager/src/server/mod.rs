@@ -2,17 +2,19 @@
 //! a map with reference counts.
 //!
 //! A session reads requests in order and answers most at once; a call that must wait runs on a
-//! thread of its own and answers when it is done, so replies may overtake each other. The
-//! references a session holds are released when its connection ends, and so are the locks its
-//! client's threads held.
+//! thread of its own and answers when it is done, so replies may overtake each other. A call
+//! that took something for its caller is undone when its reply cannot be delivered (see
+//! `peer`). The references a session holds are released when its connection ends, and so are
+//! the owned locks (`RLock`s) its client's threads held.
 
 mod objects;
+mod peer;
 mod sync;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -26,7 +28,8 @@ use multiproc_pipe::{Address, Client, Listener};
 use multiproc_wire::Bytes;
 use serde::de::DeserializeOwned;
 
-use self::objects::{Caller, Object, Outcome, args, ok, unit};
+use self::objects::{Caller, Object, Outcome, Reply, args, ok, unit};
+use self::peer::Peer;
 use self::sync::Owner;
 use crate::client::{self, ClientConn, lock};
 use crate::error::{Error, ErrorKind, Result};
@@ -200,8 +203,7 @@ impl Shared {
         let session = Session {
             id,
             shared: self.clone(),
-            sender: Arc::new(Sender { socket, writing: Mutex::new(()) }),
-            alive: Arc::new(AtomicBool::new(true)),
+            peer: Arc::new(Peer::new(socket)),
             held: HashMap::new(),
             locks: HashMap::new(),
             waiting: Vec::new(),
@@ -454,27 +456,13 @@ impl ShutdownHandle {
     }
 }
 
-/// Writes a session's replies, from its thread and from the threads of its waiting calls.
-struct Sender {
-    socket: OwnedFd,
-    /// Held while a reply is written, so that frames do not interleave.
-    writing: Mutex<()>,
-}
-
-impl Sender {
-    fn send(&self, frame: &[u8]) -> bool {
-        let _writing = lock(&self.writing);
-        transport::send(self.socket.as_fd(), &[frame]).is_ok()
-    }
-}
-
 /// One client connection's state, owned by its thread.
 struct Session {
     id: u64,
     shared: Arc<Shared>,
-    sender: Arc<Sender>,
-    /// False once the connection has ended: waiting calls give up.
-    alive: Arc<AtomicBool>,
+    /// The client: replies are written there, from the session's thread and from the threads
+    /// of its waiting calls.
+    peer: Arc<Peer>,
     /// References this connection holds, by object.
     held: HashMap<u64, usize>,
     /// Lock-like objects this connection acquired or waited on.
@@ -487,16 +475,16 @@ impl Session {
     fn run(mut self) {
         let max_request = self.shared.max_request.load(Ordering::Relaxed);
         let hello = Hello { magic: MAGIC.to_owned(), version: VERSION, max_request, pid: std::process::id() };
-        let sent = multiproc_wire::encode(&hello).is_ok_and(|hello| self.sender.send(&hello.bytes));
+        let sent = multiproc_wire::encode(&hello).is_ok_and(|hello| self.peer.send(&hello.bytes));
         if sent {
-            let sender = self.sender.clone();
+            let peer = self.peer.clone();
             let mut reader = Reader::new(max_request);
             loop {
-                match reader.next(sender.socket.as_fd(), None) {
+                match reader.next(peer.socket(), None) {
                     Ok(frame) => self.handle(frame),
                     // Skipped whole: the next frame is read as usual.
                     Err(ReadError::TooLarge { len, max }) => send_reply(
-                        &self.sender,
+                        &self.peer,
                         NO_REPLY,
                         Err(Error::new(
                             ErrorKind::TooLarge,
@@ -515,7 +503,7 @@ impl Session {
         let (head, used) = match multiproc_wire::decode_prefix::<RequestHead>(frame, Vec::new()) {
             Ok(decoded) => decoded,
             Err(err) => {
-                send_reply(&self.sender, NO_REPLY, Err(Error::bad_request("cannot decode the request", err)));
+                send_reply(&self.peer, NO_REPLY, Err(Error::bad_request("cannot decode the request", err)));
                 return;
             }
         };
@@ -526,26 +514,21 @@ impl Session {
         match outcome {
             Outcome::Done(result) => {
                 if head.id != NO_REPLY {
-                    send_reply(&self.sender, head.id, result);
+                    send_reply(&self.peer, head.id, result);
                 }
             }
+            Outcome::Took(reply) => deliver(&self.peer, head.id, reply),
             Outcome::Block(job) => self.wait_apart(head.id, object, job),
         }
     }
 
     /// Runs a waiting call on a thread of its own; it replies when done.
-    fn wait_apart(
-        &mut self,
-        id: u64,
-        object: Option<Arc<Object>>,
-        job: Box<dyn FnOnce() -> Result<Vec<u8>> + Send>,
-    ) {
-        let sender = self.sender.clone();
+    fn wait_apart(&mut self, id: u64, object: Option<Arc<Object>>, job: Box<dyn FnOnce() -> Reply + Send>) {
+        let peer = self.peer.clone();
         let run = move || {
-            let result = catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|panic| Err(panicked(panic)));
-            if id != NO_REPLY {
-                send_reply(&sender, id, result);
-            }
+            let reply =
+                catch_unwind(AssertUnwindSafe(job)).unwrap_or_else(|panic| Reply::done(Err(panicked(panic))));
+            deliver(&peer, id, reply);
         };
         self.waiting.retain(|(_, handle)| !handle.is_finished());
         let Some(object) = object.filter(|_| self.waiting.len() < MAX_WAITING) else {
@@ -555,7 +538,7 @@ impl Session {
         match std::thread::Builder::new().name("manager-wait".into()).stack_size(WAITER_STACK).spawn(run) {
             Ok(handle) => self.waiting.push((object, handle)),
             Err(err) => send_reply(
-                &self.sender,
+                &self.peer,
                 id,
                 Err(Error::with_source(ErrorKind::Io, "cannot start a thread for a waiting call", err)),
             ),
@@ -576,7 +559,7 @@ impl Session {
         if object.may_own_lock(&head.method) {
             self.locks.insert(head.object, object.clone());
         }
-        let caller = Caller { owner: Owner { conn: self.id, caller: head.caller }, alive: &self.alive };
+        let caller = Caller { owner: Owner { conn: self.id, caller: head.caller }, peer: &self.peer };
         (object.call(&head.method, args, &caller), Some(object))
     }
 
@@ -681,12 +664,13 @@ impl Session {
         Ok(self.shared.insert(object))
     }
 
-    /// After the connection ended: stop its waiting calls, release its locks and references.
+    /// After the connection ended: stop its waiting calls (undoing what they took), release its
+    /// owned locks and its references.
     fn end(&mut self) {
-        self.alive.store(false, Ordering::Release);
+        self.peer.end();
         // Replies still being written to a client that stopped reading fail now, instead of
         // holding up the waiting calls' threads joined below.
-        if let Ok(socket) = self.sender.socket.try_clone() {
+        if let Ok(socket) = self.peer.socket().try_clone_to_owned() {
             let _ = UnixStream::from(socket).shutdown(std::net::Shutdown::Both);
         }
         for (object, _) in &self.waiting {
@@ -718,8 +702,30 @@ fn panicked(payload: Box<dyn std::any::Any + Send>) -> Error {
     Error::new(ErrorKind::Panicked, format!("the method panicked in the server: {message}"))
 }
 
+/// Delivers a reply, or undoes what the call took when the client has gone (it is looked at
+/// first: a write into a socket whose peer has just died may still succeed) or the write
+/// fails. A request that asked for no reply is committed.
+fn deliver(peer: &Peer, id: u64, reply: Reply) {
+    let Reply { result, undo } = reply;
+    if id == NO_REPLY {
+        return;
+    }
+    let Some(undo) = undo else {
+        send_reply(peer, id, result);
+        return;
+    };
+    if peer.gone() || !write_reply(peer, id, result) {
+        undo();
+    }
+}
+
 /// Sends the reply to request `id` (ignoring a client that has gone: its session ends).
-fn send_reply(sender: &Sender, id: u64, result: Result<Vec<u8>>) {
+fn send_reply(peer: &Peer, id: u64, result: Result<Vec<u8>>) {
+    write_reply(peer, id, result);
+}
+
+/// Sends the reply to request `id`; returns whether it was written.
+fn write_reply(peer: &Peer, id: u64, result: Result<Vec<u8>>) -> bool {
     let result = result.and_then(|body| {
         if body.len() > MAX_REPLY {
             Err(Error::new(
@@ -741,7 +747,5 @@ fn send_reply(sender: &Sender, id: u64, result: Result<Vec<u8>>) {
             &mut fds,
         ),
     };
-    if encoded.is_ok() {
-        sender.send(&frame);
-    }
+    encoded.is_ok() && peer.send(&frame)
 }

@@ -5,13 +5,13 @@
 //! otherwise hand back a job that the session runs on a thread of its own.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use multiproc_wire::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::peer::Peer;
 use super::sync::{Barrier, Condition, Event, Lock, Owner, Queue, Semaphore};
 use crate::client::lock;
 use crate::error::{Error, ErrorKind, Result};
@@ -55,7 +55,9 @@ fn index_error(what: &str, index: u64, len: usize) -> Error {
 /// What a method call gives the session: a result now, or a job that waits.
 pub(crate) enum Outcome {
     Done(Result<Vec<u8>>),
-    Block(Box<dyn FnOnce() -> Result<Vec<u8>> + Send>),
+    /// A result that took something for the caller: see [`Reply`].
+    Took(Reply),
+    Block(Box<dyn FnOnce() -> Reply + Send>),
 }
 
 impl From<Result<Vec<u8>>> for Outcome {
@@ -64,10 +66,39 @@ impl From<Result<Vec<u8>>> for Outcome {
     }
 }
 
-/// Who calls, and whether their connection is still there.
+/// Gives back what a call took (an item to the front of its queue, a unit to its semaphore, a
+/// lock, a notification) when the reply cannot be delivered.
+pub(crate) type Undo = Box<dyn FnOnce() + Send>;
+
+/// A call's result, and how to undo it if the caller never gets it: the call is committed only
+/// once the reply is written.
+pub(crate) struct Reply {
+    pub(crate) result: Result<Vec<u8>>,
+    pub(crate) undo: Option<Undo>,
+}
+
+impl Reply {
+    /// A result that is committed whatever becomes of its reply.
+    pub(crate) fn done(result: Result<Vec<u8>>) -> Reply {
+        Reply { result, undo: None }
+    }
+
+    /// A result to be undone by `undo` when its reply cannot be delivered.
+    pub(crate) fn took(result: Result<Vec<u8>>, undo: impl FnOnce() + Send + 'static) -> Reply {
+        Reply { result, undo: Some(Box::new(undo)) }
+    }
+}
+
+impl From<Result<Vec<u8>>> for Reply {
+    fn from(result: Result<Vec<u8>>) -> Reply {
+        Reply::done(result)
+    }
+}
+
+/// Who calls, and their connection.
 pub(crate) struct Caller<'a> {
     pub(crate) owner: Owner,
-    pub(crate) alive: &'a Arc<AtomicBool>,
+    pub(crate) peer: &'a Arc<Peer>,
 }
 
 /// An object in the server.
@@ -140,9 +171,15 @@ impl Object {
         }
     }
 
-    /// Whether a call of `method` may leave a lock owned by the caller.
+    /// Whether a call of `method` may leave an owned lock (an `RLock`'s, a condition's over
+    /// one) held by the caller. A plain `Lock` has no owner: any process may release it.
     pub(crate) fn may_own_lock(&self, method: &str) -> bool {
-        matches!(self, Object::Lock(_) | Object::Condition(_)) && matches!(method, "acquire" | "wait")
+        let owned = match self {
+            Object::Lock(l) => l.reentrant(),
+            Object::Condition(c) => c.lock().reentrant(),
+            _ => false,
+        };
+        owned && matches!(method, "acquire" | "wait")
     }
 
     /// Calls `method` with encoded `args`.
@@ -178,8 +215,8 @@ impl Object {
         }
     }
 
-    /// Releases a lock that connection `conn` holds, for the next owner to learn that its
-    /// owner died.
+    /// Releases an owned lock that connection `conn` holds, for the next owner to learn that
+    /// its owner died.
     pub(crate) fn release_owned_by(&self, conn: u64) {
         match self {
             Object::Lock(l) => l.release_owned_by(conn),

@@ -3,18 +3,27 @@
 //!
 //! Each answers at once when it can. Otherwise it returns a job for the session to run on a
 //! thread of its own, so that the connection's other requests go on. Every wait has a deadline
-//! or none, and ends early when the caller's connection has gone: the session sets the
-//! caller's `alive` flag to false and calls `wake_all`, which takes the object's mutex before
-//! notifying, so a waiter cannot miss it between its check and its wait.
+//! or none, and ends early when the caller's connection has gone: the session marks its
+//! [`Peer`] ended and calls `wake_all`, which takes the object's mutex before notifying, so a
+//! waiter cannot miss it between its check and its wait.
+//!
+//! Nothing is taken for a caller that has gone. A waiter looks at its peer (its socket
+//! included, see [`Peer::gone`]) before each attempt to take, so a client killed while it
+//! waits takes nothing even when its session has not noticed yet; a waiter that gives up so
+//! passes its wake-up on. What a call takes comes with an undo ([`Reply`]) that the session
+//! runs when the reply cannot be delivered: a queue item goes back to the front, a semaphore
+//! unit and a lock are released, a condition's notification goes to the next waiter. A barrier
+//! cannot undo a round that passed, so the last party to arrive checks that every waiting
+//! party is still there, and breaks the barrier instead when one has gone.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use multiproc_wire::Bytes;
 
-use super::objects::{Caller, Outcome, args, ok, unit, wait_arg};
+use super::objects::{Caller, Outcome, Raw, Reply, args, ok, unit, wait_arg};
+use super::peer::Peer;
 use crate::client::lock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::Wait;
@@ -42,16 +51,20 @@ fn deadline(wait: Wait) -> Option<Instant> {
     }
 }
 
-/// Waits on `cv` until `ready` gives a value, `deadline` passes, or `alive` turns false.
+/// Waits on `cv` until `ready` gives a value, `deadline` passes, or `peer` has gone.
+///
+/// `ready` is not tried for a peer that has gone; such a waiter passes on a wake-up it may
+/// have taken (`notify_one`), so no other waiter misses it.
 fn wait_on<'a, S, T>(
     mut guard: MutexGuard<'a, S>,
     cv: &Condvar,
     deadline: Option<Instant>,
-    alive: &AtomicBool,
+    peer: &Peer,
     mut ready: impl FnMut(&mut S) -> Option<T>,
 ) -> (MutexGuard<'a, S>, Waited<T>) {
     loop {
-        if !alive.load(Ordering::Acquire) {
+        if peer.gone() {
+            cv.notify_one();
             return (guard, Waited::Gone);
         }
         if let Some(value) = ready(&mut guard) {
@@ -133,6 +146,18 @@ impl Queue {
         Some(item)
     }
 
+    /// The reply handing `item` to a caller; undone, the item goes back to the front (even if
+    /// a put filled its place meanwhile: the queue then holds one more than its size for a
+    /// while).
+    fn hand_over(self: &Arc<Self>, item: Vec<u8>) -> Reply {
+        let queue = self.clone();
+        Reply::took(ok(&Raw(&item)), move || {
+            let mut state = lock(&queue.state);
+            state.items.push_front(item);
+            queue.not_empty.notify_one();
+        })
+    }
+
     pub(crate) fn call(
         self: &Arc<Self>,
         type_id: &str,
@@ -165,40 +190,44 @@ impl Queue {
             return Outcome::Done(Err(Error::new(ErrorKind::Full, "the queue is full")));
         }
         drop(state);
-        let (queue, alive, deadline) = (self.clone(), caller.alive.clone(), deadline(wait));
+        let (queue, peer, deadline) = (self.clone(), caller.peer.clone(), deadline(wait));
         let mut item = Some(item);
         Outcome::Block(Box::new(move || {
             let state = lock(&queue.state);
             let (mut state, waited) =
-                wait_on(state, &queue.not_full, deadline, &alive, |s| queue.has_room(s).then_some(()));
-            match waited {
+                wait_on(state, &queue.not_full, deadline, &peer, |s| queue.has_room(s).then_some(()));
+            let result = match waited {
                 Waited::Ready(()) => {
                     queue.push(&mut state, item.take().expect("put once"));
                     unit()
                 }
                 Waited::TimedOut => Err(Error::new(ErrorKind::Timeout, "the queue stayed full")),
                 Waited::Gone => Err(gone()),
-            }
+            };
+            // An item put is the producer's gift: it stays whatever becomes of the reply.
+            Reply::done(result)
         }))
     }
 
     fn get(self: &Arc<Self>, wait: Wait, caller: &Caller<'_>) -> Outcome {
         let mut state = lock(&self.state);
         if let Some(item) = self.take(&mut state) {
-            return ok(&Bytes(item)).into();
+            drop(state);
+            return Outcome::Took(self.hand_over(item));
         }
         if wait == Wait::Now {
             return Outcome::Done(Err(Error::new(ErrorKind::Empty, "the queue is empty")));
         }
         drop(state);
-        let (queue, alive, deadline) = (self.clone(), caller.alive.clone(), deadline(wait));
+        let (queue, peer, deadline) = (self.clone(), caller.peer.clone(), deadline(wait));
         Outcome::Block(Box::new(move || {
             let state = lock(&queue.state);
-            let (_state, waited) = wait_on(state, &queue.not_empty, deadline, &alive, |s| queue.take(s));
+            let (state, waited) = wait_on(state, &queue.not_empty, deadline, &peer, |s| queue.take(s));
+            drop(state);
             match waited {
-                Waited::Ready(item) => ok(&Bytes(item)),
-                Waited::TimedOut => Err(Error::new(ErrorKind::Timeout, "no item came in time")),
-                Waited::Gone => Err(gone()),
+                Waited::Ready(item) => queue.hand_over(item),
+                Waited::TimedOut => Err(Error::new(ErrorKind::Timeout, "no item came in time")).into(),
+                Waited::Gone => Err(gone()).into(),
             }
         }))
     }
@@ -224,14 +253,18 @@ impl Queue {
             return ok(&false).into();
         }
         drop(state);
-        let (queue, alive, deadline) = (self.clone(), caller.alive.clone(), deadline(wait));
+        let (queue, peer, deadline) = (self.clone(), caller.peer.clone(), deadline(wait));
         Outcome::Block(Box::new(move || {
             let state = lock(&queue.state);
-            match wait_on(state, &queue.all_done, deadline, &alive, |s| (s.unfinished == 0).then_some(())).1 {
-                Waited::Ready(()) => ok(&true),
-                Waited::TimedOut => ok(&false),
-                Waited::Gone => Err(gone()),
-            }
+            let result =
+                match wait_on(state, &queue.all_done, deadline, &peer, |s| (s.unfinished == 0).then_some(()))
+                    .1
+                {
+                    Waited::Ready(()) => ok(&true),
+                    Waited::TimedOut => ok(&false),
+                    Waited::Gone => Err(gone()),
+                };
+            result.into()
         }))
     }
 
@@ -245,7 +278,12 @@ impl Queue {
 
 // ---------------------------------------------------------------------------------- Lock
 
-/// A lock (`threading.Lock`) or reentrant lock (`threading.RLock`) owned by a client thread.
+/// A lock (`threading.Lock`) or reentrant lock (`threading.RLock`).
+///
+/// Both record who took them, but only an `RLock` is owned: only its owner may release it, and
+/// when its owner's connection ends it is released and the next acquirer is told
+/// (`OwnerDied`). A plain `Lock` may be released by anyone, so one whose taker has gone stays
+/// locked until someone does, as in CPython.
 pub(crate) struct Lock {
     state: Mutex<LockState>,
     cv: Condvar,
@@ -316,14 +354,48 @@ impl Lock {
 
     pub(crate) fn acquire(self: &Arc<Self>, wait: Wait, caller: &Caller<'_>) -> Outcome {
         let owner = caller.owner;
-        if let Some(taken) = self.try_take(&mut lock(&self.state), owner) {
-            return taken.and_then(|t| ok(&t)).into();
+        let taken = self.try_take(&mut lock(&self.state), owner);
+        if let Some(taken) = taken {
+            return Outcome::Took(self.hand_over(owner, taken));
         }
         if wait == Wait::Now {
             return ok(&false).into();
         }
-        let (me, alive, deadline) = (self.clone(), caller.alive.clone(), deadline(wait));
-        Outcome::Block(Box::new(move || me.acquire_blocking(owner, deadline, &alive).and_then(|t| ok(&t))))
+        let (me, peer, deadline) = (self.clone(), caller.peer.clone(), deadline(wait));
+        Outcome::Block(Box::new(move || {
+            let taken = me.acquire_blocking(owner, deadline, &peer);
+            me.hand_over(owner, taken)
+        }))
+    }
+
+    /// The reply to an acquire that ended with `taken`; undone, the lock is released (and the
+    /// death of an owner it reported is reported again to the next acquirer).
+    fn hand_over(self: &Arc<Self>, owner: Owner, taken: Result<bool>) -> Reply {
+        let died = match &taken {
+            Ok(true) => false,
+            Err(err) if err.kind() == ErrorKind::OwnerDied => true,
+            _ => return Reply::done(taken.and_then(|t| ok(&t))),
+        };
+        let me = self.clone();
+        Reply::took(taken.and_then(|t| ok(&t)), move || me.give_back(owner, died, false))
+    }
+
+    /// Undoes what `owner` took: one level of the lock (`fully`: every level), and
+    /// `died`, whether the acquire had reported an owner's death.
+    fn give_back(&self, owner: Owner, died: bool, fully: bool) {
+        let mut state = lock(&self.state);
+        if state.owner != Some(owner) {
+            // A plain lock that someone else released meanwhile.
+            return;
+        }
+        if !fully && state.count > 1 {
+            state.count -= 1;
+            return;
+        }
+        state.owner = None;
+        state.count = 0;
+        state.abandoned |= died;
+        self.cv.notify_one();
     }
 
     /// Waits for the lock; `Ok(false)` when `deadline` passes first.
@@ -331,10 +403,10 @@ impl Lock {
         &self,
         owner: Owner,
         deadline: Option<Instant>,
-        alive: &AtomicBool,
+        peer: &Peer,
     ) -> Result<bool> {
         let state = lock(&self.state);
-        match wait_on(state, &self.cv, deadline, alive, |s| self.try_take(s, owner)).1 {
+        match wait_on(state, &self.cv, deadline, peer, |s| self.try_take(s, owner)).1 {
             Waited::Ready(taken) => taken,
             Waited::TimedOut => Ok(false),
             Waited::Gone => Err(gone()),
@@ -385,7 +457,12 @@ impl Lock {
         }
     }
 
+    /// Releases an `RLock` that connection `conn` holds: the next acquirer is told.
     pub(crate) fn release_owned_by(&self, conn: u64) {
+        if !self.reentrant {
+            // A plain lock has no owner: it stays locked until anyone releases it.
+            return;
+        }
         let mut state = lock(&self.state);
         if state.owner.is_some_and(|o| o.conn == conn) {
             state.owner = None;
@@ -448,21 +525,36 @@ impl Semaphore {
     }
 
     fn acquire(self: &Arc<Self>, wait: Wait, caller: &Caller<'_>) -> Outcome {
-        if Semaphore::try_take(&mut lock(&self.value)).is_some() {
-            return ok(&true).into();
+        let taken = Semaphore::try_take(&mut lock(&self.value));
+        if taken.is_some() {
+            return Outcome::Took(self.hand_over());
         }
         if wait == Wait::Now {
             return ok(&false).into();
         }
-        let (me, alive, deadline) = (self.clone(), caller.alive.clone(), deadline(wait));
+        let (me, peer, deadline) = (self.clone(), caller.peer.clone(), deadline(wait));
         Outcome::Block(Box::new(move || {
             let value = lock(&me.value);
-            match wait_on(value, &me.cv, deadline, &alive, Semaphore::try_take).1 {
-                Waited::Ready(()) => ok(&true),
-                Waited::TimedOut => ok(&false),
-                Waited::Gone => Err(gone()),
+            let waited = wait_on(value, &me.cv, deadline, &peer, Semaphore::try_take).1;
+            match waited {
+                Waited::Ready(()) => me.hand_over(),
+                Waited::TimedOut => ok(&false).into(),
+                Waited::Gone => Err(gone()).into(),
             }
         }))
+    }
+
+    /// The reply to an acquire that took a unit; undone, the unit comes back.
+    fn hand_over(self: &Arc<Self>) -> Reply {
+        let me = self.clone();
+        Reply::took(ok(&true), move || {
+            let mut value = lock(&me.value);
+            // A bounded semaphore that someone released in excess meanwhile stays at its bound.
+            if me.bound.is_none_or(|b| *value < b) {
+                *value += 1;
+            }
+            me.cv.notify_one();
+        })
     }
 
     pub(crate) fn wake_all(&self) {
@@ -536,11 +628,11 @@ impl Condition {
             ticket
         };
         let count = self.lock.release_fully(owner)?;
-        let (me, alive, deadline) = (self.clone(), caller.alive.clone(), deadline(wait));
+        let (me, peer, deadline) = (self.clone(), caller.peer.clone(), deadline(wait));
         Ok(Outcome::Block(Box::new(move || {
             let state = lock(&me.state);
             let (mut state, waited) =
-                wait_on(state, &me.cv, deadline, &alive, |s| s.notified.remove(&ticket).then_some(()));
+                wait_on(state, &me.cv, deadline, &peer, |s| s.notified.remove(&ticket).then_some(()));
             let notified = match waited {
                 Waited::Ready(()) => true,
                 Waited::TimedOut | Waited::Gone => {
@@ -550,16 +642,37 @@ impl Condition {
                 }
             };
             drop(state);
-            if !alive.load(Ordering::Acquire) {
-                return Err(gone());
-            }
-            // The lock is taken back whatever happened, as threading.Condition does.
-            let taken = me.lock.acquire_blocking(owner, None, &alive);
-            if matches!(&taken, Ok(true)) || taken.as_ref().is_err_and(|e| e.kind() == ErrorKind::OwnerDied) {
-                me.lock.restore_count(owner, count);
-            }
-            taken.and_then(|_| ok(&notified))
+            // The lock is taken back whatever happened, as threading.Condition does, unless
+            // the caller has gone.
+            let taken = if peer.gone() { Err(gone()) } else { me.lock.acquire_blocking(owner, None, &peer) };
+            let died = match &taken {
+                Ok(_) => false,
+                Err(err) if err.kind() == ErrorKind::OwnerDied => true,
+                Err(_) => {
+                    if notified {
+                        me.pass_on();
+                    }
+                    return Reply::done(taken.and_then(|_| ok(&notified)));
+                }
+            };
+            me.lock.restore_count(owner, count);
+            let result = taken.and_then(|_| ok(&notified));
+            Reply::took(result, move || {
+                me.lock.give_back(owner, died, true);
+                if notified {
+                    me.pass_on();
+                }
+            })
         })))
+    }
+
+    /// Gives a notification that a waiter which has gone took to the oldest other waiter.
+    fn pass_on(&self) {
+        let mut state = lock(&self.state);
+        if let Some(next) = state.waiting.pop_front() {
+            state.notified.insert(next);
+            self.cv.notify_all();
+        }
     }
 
     fn notify(&self, owner: Owner, n: u64) -> Result<()> {
@@ -628,14 +741,15 @@ impl Event {
         if wait == Wait::Now {
             return ok(&false).into();
         }
-        let (me, alive, deadline) = (self.clone(), caller.alive.clone(), deadline(wait));
+        let (me, peer, deadline) = (self.clone(), caller.peer.clone(), deadline(wait));
         Outcome::Block(Box::new(move || {
             let flag = lock(&me.flag);
-            match wait_on(flag, &me.cv, deadline, &alive, |f| f.then_some(())).1 {
+            let result = match wait_on(flag, &me.cv, deadline, &peer, |f| f.then_some(())).1 {
                 Waited::Ready(()) => ok(&true),
                 Waited::TimedOut => ok(&false),
                 Waited::Gone => Err(gone()),
-            }
+            };
+            result.into()
         }))
     }
 
@@ -655,7 +769,9 @@ const BROKEN: u8 = 2;
 /// A barrier for `parties` callers (`threading.Barrier`).
 ///
 /// Each round has its own outcome cell, so waiters of a round that passed are not confused by
-/// a reset or a break of the next one.
+/// a reset or a break of the next one. A party whose client goes away while it waits breaks
+/// the barrier (the others get `BrokenBarrier`, and so does every later wait until `reset`):
+/// it never counts as arrived.
 pub(crate) struct Barrier {
     parties: usize,
     state: Mutex<BarrierState>,
@@ -664,6 +780,8 @@ pub(crate) struct Barrier {
 
 struct BarrierState {
     count: usize,
+    /// The clients of the parties waiting in this round.
+    waiters: Vec<Arc<Peer>>,
     round: Arc<Mutex<u8>>,
     broken: bool,
 }
@@ -676,7 +794,12 @@ impl Barrier {
     pub(crate) fn new(parties: usize) -> Barrier {
         Barrier {
             parties,
-            state: Mutex::new(BarrierState { count: 0, round: Arc::new(Mutex::new(PENDING)), broken: false }),
+            state: Mutex::new(BarrierState {
+                count: 0,
+                waiters: Vec::new(),
+                round: Arc::new(Mutex::new(PENDING)),
+                broken: false,
+            }),
             cv: Condvar::new(),
         }
     }
@@ -686,6 +809,7 @@ impl Barrier {
         *lock(&state.round) = outcome;
         state.round = Arc::new(Mutex::new(PENDING));
         state.count = 0;
+        state.waiters.clear();
         self.cv.notify_all();
     }
 
@@ -724,20 +848,30 @@ impl Barrier {
         }
         let index = state.count;
         state.count += 1;
+        state.waiters.push(caller.peer.clone());
         if state.count == self.parties {
+            // A round that passed cannot be undone: every party must still be there.
+            if state.waiters.iter().any(|peer| peer.gone()) {
+                state.broken = true;
+                self.end_round(&mut state, BROKEN);
+                return Outcome::Done(Err(Error::new(
+                    ErrorKind::BrokenBarrier,
+                    "the barrier is broken: a waiting party's process went away",
+                )));
+            }
             self.end_round(&mut state, PASSED);
             return ok(&(index as u64)).into();
         }
         let round = state.round.clone();
         drop(state);
-        let (me, alive, deadline) = (self.clone(), caller.alive.clone(), deadline(wait));
+        let (me, peer, deadline) = (self.clone(), caller.peer.clone(), deadline(wait));
         Outcome::Block(Box::new(move || {
             let state = lock(&me.state);
-            let (mut state, waited) = wait_on(state, &me.cv, deadline, &alive, |_| {
+            let (mut state, waited) = wait_on(state, &me.cv, deadline, &peer, |_| {
                 let outcome = *lock(&round);
                 (outcome != PENDING).then_some(outcome)
             });
-            match waited {
+            let result = match waited {
                 Waited::Ready(PASSED) => ok(&(index as u64)),
                 Waited::Ready(_) => Err(broken_barrier()),
                 Waited::TimedOut | Waited::Gone => {
@@ -749,7 +883,8 @@ impl Barrier {
                     }
                     if matches!(waited, Waited::Gone) { Err(gone()) } else { Err(broken_barrier()) }
                 }
-            }
+            };
+            result.into()
         }))
     }
 
