@@ -260,6 +260,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                 {
                     boot::exit_child(1);
                 }
+                sys::stdin_from_dev_null();
                 current::become_child(self.name.clone(), self.identity.clone(), self.daemon, parent);
                 let code = target.run_forked(theirs.as_fd());
                 boot::exit_child(code)
@@ -308,7 +309,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             }
             _ => {
                 let served = forkserver::spawn(theirs).map_err(|e| Error::new(ErrorKind::ForkServer, e))?;
-                let watch = Watch::Served(served.status);
+                let watch = Watch::Served { status: served.status, report: served.report };
                 Ok(Child::new(served.pid, self.name.clone(), self.daemon, served.pidfd, watch, ours))
             }
         }
@@ -379,6 +380,14 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                 Err(Error::new(ErrorKind::Exited, "the child exited without a result").with_code(Some(0)))
             }
             Err(_) => Err(Error::from_exit_code(code)),
+        }
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            children::release(child);
         }
     }
 }

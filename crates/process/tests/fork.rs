@@ -56,6 +56,10 @@ const TESTS: &[(&str, fn())] = &[
     ("follows_the_working_directory", follows_the_working_directory),
     ("restarts_a_dead_forkserver", restarts_a_dead_forkserver),
     ("keeps_inheritable_descriptors_out", keeps_inheritable_descriptors_out),
+    ("tracks_children_of_a_dead_forkserver", tracks_children_of_a_dead_forkserver),
+    ("keeps_the_forkserver_through_sigint", keeps_the_forkserver_through_sigint),
+    ("gives_children_null_stdin", gives_children_null_stdin),
+    ("closes_descriptors_of_dropped_children", closes_descriptors_of_dropped_children),
     // Last: checks what all the others left.
     ("leaves_no_children", leaves_no_children),
 ];
@@ -504,6 +508,178 @@ fn keeps_inheritable_descriptors_out() {
         p.start().expect("start");
         drop(writer);
         assert!(sees_end(reader), "{method}: a child or the forkserver holds the pipe's write end");
+    }
+}
+
+/// The pid of this process's forkserver (started if needed).
+fn forkserver_pid() -> i32 {
+    let mut p = Process::new(whoami, ());
+    p.set_start_method(StartMethod::ForkServer);
+    let server = finish(p).ppid as i32;
+    assert_ne!(server, my_pid());
+    server
+}
+
+/// Kills this process's forkserver with `SIGKILL`; returns its pid once it is dead.
+fn kill_forkserver() -> i32 {
+    let server = forkserver_pid();
+    deliver(server, libc::SIGKILL);
+    assert!(wait_dead(server), "the forkserver survived SIGKILL");
+    server
+}
+
+/// A forkserver child outlives its server: the parent keeps tracking it through its pidfd,
+/// with the exit code the child reports itself, or 255 (as CPython) when nobody can know.
+fn tracks_children_of_a_dead_forkserver() {
+    let (ctl, theirs) = UnixStream::pair().expect("socketpair");
+    let mut told = Reaped(Process::new(whoami_when_told, Fd::from(OwnedFd::from(theirs))));
+    told.set_start_method(StartMethod::ForkServer);
+    told.start().expect("start");
+    let mut sleeper = Reaped(Process::new(sleep_ms, 60_000));
+    sleeper.set_start_method(StartMethod::ForkServer);
+    sleeper.start().expect("start");
+    let child = told.pid().expect("started");
+    let server = stat(child).expect("the child runs").1;
+    assert_ne!(server, my_pid(), "a forkserver child is the server's");
+    deliver(server, libc::SIGKILL);
+    assert!(wait_dead(server), "the forkserver survived SIGKILL");
+
+    // Still running, and known to be.
+    assert!(told.is_alive(), "a running child is reported dead after its server died");
+    assert_eq!(told.exitcode(), None);
+    let waited = told.join_timeout(Duration::from_millis(100));
+    assert_eq!(waited.expect("join_timeout while the child runs"), None);
+    assert!(!readable(told.sentinel().expect("started"), Duration::from_millis(50)), "the sentinel fired");
+    assert!(active_children().iter().any(|c| c.pid() == child), "{child} is no longer listed");
+
+    // The next start gets a new server.
+    let next = forkserver_pid();
+    assert_ne!(next, server, "the dead server was used again");
+
+    // The child ends: its own exit code, and its result.
+    drop(ctl);
+    let code = told.join().expect("join a child whose server died");
+    assert_eq!(code, 0, "exit code {code}");
+    assert_eq!(told.exitcode(), Some(0));
+    assert_eq!(told.result().expect("result").pid, child);
+    assert!(active_children().iter().all(|c| c.pid() != child), "{child} is listed after it ended");
+
+    // A child killed by a signal after its server died: nobody that could tell us reaped it.
+    let sleeping = sleeper.pid().expect("started");
+    assert!(sleeper.is_alive(), "{sleeping} is reported dead");
+    sleeper.kill().expect("kill");
+    let code = sleeper.join().expect("join");
+    assert_eq!(code, 255, "exit code {code}");
+    let err = sleeper.result().expect_err("no result");
+    assert_eq!(err.exit_code(), Some(255), "{err:?}");
+    // Reaped by whoever adopted them: not by us, and not left to us.
+    assert!(wait_dead(child) && wait_dead(sleeping), "{:?} {:?}", stat(child), stat(sleeping));
+}
+
+/// `SIGINT` (a Ctrl-C the parent handles) does not kill the forkserver, as in CPython; its
+/// children get the default action back and die of it.
+fn keeps_the_forkserver_through_sigint() {
+    let server = forkserver_pid();
+    deliver(server, libc::SIGINT);
+    assert!(!is_dead(server), "SIGINT killed the forkserver: {:?}", stat(server));
+    assert_eq!(forkserver_pid(), server, "a new forkserver was started");
+
+    let mut p = Reaped(Process::new(sleep_ms, 60_000));
+    p.set_start_method(StartMethod::ForkServer);
+    p.start().expect("start");
+    let pid = p.pid().expect("started");
+    // Until the child has restored the default action, SIGINT would be discarded.
+    assert!(wait_until(|| !ignores_signal(pid, libc::SIGINT)), "the child ignores SIGINT");
+    deliver(pid, libc::SIGINT);
+    let code = p.join_timeout(SETTLE).expect("join");
+    assert_eq!(code, Some(-libc::SIGINT), "exit code {code:?}");
+}
+
+/// Replaces descriptor 0 of this process while alive; puts the old one back when dropped.
+struct StdinSwap(i32);
+
+impl StdinSwap {
+    /// Standard input becomes a pipe holding `text`, whose write end is closed.
+    fn pipe_with(text: &[u8]) -> StdinSwap {
+        use std::os::fd::AsRawFd;
+        let (reader, mut writer) = inheritable_pipe();
+        writer.write_all(text).expect("write");
+        drop(writer);
+        // SAFETY: dup only duplicates descriptor 0 (or fails when it is closed).
+        let saved = unsafe { libc::dup(0) };
+        // SAFETY: dup2 replaces descriptor 0, which nothing in this test binary reads.
+        assert_eq!(unsafe { libc::dup2(reader.as_raw_fd(), 0) }, 0, "dup2 onto stdin");
+        StdinSwap(saved)
+    }
+}
+
+impl Drop for StdinSwap {
+    fn drop(&mut self) {
+        // SAFETY: puts the saved descriptor back on 0 and closes the copy (or closes 0 if it
+        // was closed before); both numbers are this guard's.
+        unsafe {
+            if self.0 >= 0 {
+                libc::dup2(self.0, 0);
+                libc::close(self.0);
+            } else {
+                libc::close(0);
+            }
+        }
+    }
+}
+
+/// Children read `/dev/null` on their standard input under every start method, as in CPython,
+/// not the parent's (nor the forkserver's) standard input.
+fn gives_children_null_stdin() {
+    for method in StartMethod::all() {
+        let swap = StdinSwap::pipe_with(b"the parent's input");
+        if method == StartMethod::ForkServer {
+            // The next server starts with the pipe as its standard input.
+            kill_forkserver();
+        }
+        let mut p = Process::new(read_stdin, ());
+        p.set_start_method(method);
+        p.start().expect("start");
+        let pid = p.pid().expect("started");
+        let server = stat(pid).map(|s| s.1);
+        let (null, input) = collect(&mut p);
+        drop(swap);
+        assert!(null, "{method}: the child's stdin is not /dev/null");
+        assert_eq!(String::from_utf8_lossy(&input), "", "{method}: the child read its parent's stdin");
+        if method == StartMethod::ForkServer {
+            let server = server.expect("the child ran");
+            let path = std::path::PathBuf::from(format!("/proc/{server}/fd/0"));
+            assert!(is_dev_null(&path), "the forkserver's stdin is not /dev/null");
+        }
+    }
+}
+
+/// Joining and dropping a `Process` closes its descriptors at once; a child dropped while it
+/// runs stays registered (listed, reaped later) and its descriptors close once it is reaped.
+fn closes_descriptors_of_dropped_children() {
+    // The forkserver's own descriptors are opened once, before counting.
+    forkserver_pid();
+    for method in StartMethod::all() {
+        let before = fd_count();
+        let mut p = Process::new(cube, 2);
+        p.set_start_method(method);
+        assert_eq!(finish(p), 8);
+        assert_eq!(fd_count(), before, "{method}: descriptors left by a joined child");
+
+        let mut p = Process::new(sleep_ms, 60_000);
+        p.set_start_method(method);
+        p.start().expect("start");
+        let pid = p.pid().expect("started");
+        drop(p);
+        assert!(active_children().iter().any(|c| c.pid() == pid), "{method}: a dropped child is not listed");
+        // Running, so not reaped: its pid is still its own.
+        deliver(pid, libc::SIGKILL);
+        assert!(
+            wait_until(|| active_children().iter().all(|c| c.pid() != pid)),
+            "{method}: a dropped child that ended is still listed"
+        );
+        assert!(wait_dead(pid), "{method}: {pid} was not reaped: {:?}", stat(pid));
+        assert_eq!(fd_count(), before, "{method}: descriptors left by a dropped child");
     }
 }
 
