@@ -109,10 +109,11 @@ impl Child {
         Ok(ending.exit)
     }
 
-    /// A forkserver child's exit code: the server's report (the truth: it reaped the child);
-    /// once the server has gone, the child's own report when it made one (its target returned,
-    /// panicked, or could not run); else [`UNKNOWN_EXIT`] (killed by a signal, or it called
-    /// `exit` itself).
+    /// A forkserver child's exit code: the server's report (the truth: it reaped the child).
+    /// Once the server has gone, the child is adopted by the nearest subreaper or init: if that
+    /// is this process, `waitid` reaps it (the truth again); else the child's own report when
+    /// it made one (its target returned, panicked, or could not run); else [`UNKNOWN_EXIT`]
+    /// (killed by a signal, or it called `exit` itself).
     fn served_exit(
         &self,
         server_gone: &mut bool,
@@ -139,6 +140,11 @@ impl Child {
                 Some(code) => return Ok(Some(code)),
                 None => *server_gone = true,
             }
+        }
+        // Adopted by this process (a subreaper): reaping it tells the truth. Otherwise
+        // (`ECHILD`) its new parent reaps it.
+        if let Ok(Some(code)) = sys::waitid_pidfd(self.pidfd.as_fd(), false) {
+            return Ok(Some(code));
         }
         // The child wrote its report (if any) before it exited, and it has exited.
         if wsys::wait_readable(report, Some(now))? {

@@ -57,6 +57,7 @@ const TESTS: &[(&str, fn())] = &[
     ("restarts_a_dead_forkserver", restarts_a_dead_forkserver),
     ("keeps_inheritable_descriptors_out", keeps_inheritable_descriptors_out),
     ("tracks_children_of_a_dead_forkserver", tracks_children_of_a_dead_forkserver),
+    ("reports_exits_it_cannot_see", reports_exits_it_cannot_see),
     ("keeps_the_forkserver_through_sigint", keeps_the_forkserver_through_sigint),
     ("gives_children_null_stdin", gives_children_null_stdin),
     ("closes_descriptors_of_dropped_children", closes_descriptors_of_dropped_children),
@@ -65,6 +66,10 @@ const TESTS: &[(&str, fn())] = &[
 ];
 
 fn main() -> std::process::ExitCode {
+    if std::env::var_os(ORPHAN_HELPER_VAR).is_some() {
+        run_orphan_helper();
+        return std::process::ExitCode::SUCCESS;
+    }
     if let Some(path) = std::env::var_os(EXIT_HELPER_VAR) {
         run_exit_helper(path.into());
         return std::process::ExitCode::SUCCESS;
@@ -528,52 +533,149 @@ fn kill_forkserver() -> i32 {
     server
 }
 
-/// A forkserver child outlives its server: the parent keeps tracking it through its pidfd,
-/// with the exit code the child reports itself, or 255 (as CPython) when nobody can know.
-fn tracks_children_of_a_dead_forkserver() {
+/// Makes this process a subreaper (`PR_SET_CHILD_SUBREAPER`) while alive: orphans among its
+/// descendants become its children instead of init's.
+struct Subreaper;
+
+impl Subreaper {
+    fn on() -> Subreaper {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes an attribute of this process.
+        assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0, "subreaper");
+        Subreaper
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        // SAFETY: as in `on`.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) };
+    }
+}
+
+/// Reads `fd` to its end, then exits with `code`.
+fn exit_when_told((fd, code): (Fd, i32)) {
+    let _ = read_all(fd);
+    std::process::exit(code)
+}
+
+/// Three forkserver children: one that returns when told (with the parent's end of its
+/// socket), one that exits with 7 when told, one that sleeps for a minute.
+type Stranded = (Reaped<Whoami>, UnixStream, Reaped<()>, UnixStream, Reaped<()>);
+
+fn start_stranded() -> Stranded {
     let (ctl, theirs) = UnixStream::pair().expect("socketpair");
     let mut told = Reaped(Process::new(whoami_when_told, Fd::from(OwnedFd::from(theirs))));
-    told.set_start_method(StartMethod::ForkServer);
-    told.start().expect("start");
+    let (exit_ctl, theirs) = UnixStream::pair().expect("socketpair");
+    let mut exiter = Reaped(Process::new(exit_when_told, (Fd::from(OwnedFd::from(theirs)), 7)));
     let mut sleeper = Reaped(Process::new(sleep_ms, 60_000));
-    sleeper.set_start_method(StartMethod::ForkServer);
-    sleeper.start().expect("start");
+    told.set_start_method(StartMethod::ForkServer).start().expect("start");
+    exiter.set_start_method(StartMethod::ForkServer).start().expect("start");
+    sleeper.set_start_method(StartMethod::ForkServer).start().expect("start");
+    (told, ctl, exiter, exit_ctl, sleeper)
+}
+
+/// Kills the forkserver of the stranded children and checks that they are still known to
+/// run; returns the dead server's pid.
+fn strand((told, _, exiter, _, sleeper): &mut Stranded) -> i32 {
     let child = told.pid().expect("started");
     let server = stat(child).expect("the child runs").1;
     assert_ne!(server, my_pid(), "a forkserver child is the server's");
     deliver(server, libc::SIGKILL);
     assert!(wait_dead(server), "the forkserver survived SIGKILL");
-
-    // Still running, and known to be.
     assert!(told.is_alive(), "a running child is reported dead after its server died");
+    assert!(exiter.is_alive() && sleeper.is_alive(), "a running child is reported dead");
     assert_eq!(told.exitcode(), None);
     let waited = told.join_timeout(Duration::from_millis(100));
     assert_eq!(waited.expect("join_timeout while the child runs"), None);
     assert!(!readable(told.sentinel().expect("started"), Duration::from_millis(50)), "the sentinel fired");
-    assert!(active_children().iter().any(|c| c.pid() == child), "{child} is no longer listed");
+    let listed = active_children();
+    for p in [told.pid(), exiter.pid(), sleeper.pid()] {
+        assert!(listed.iter().any(|c| Some(c.pid()) == p), "{p:?} is no longer listed");
+    }
+    server
+}
 
-    // The next start gets a new server.
-    let next = forkserver_pid();
-    assert_ne!(next, server, "the dead server was used again");
-
-    // The child ends: its own exit code, and its result.
+/// Ends the stranded children; returns the exit codes of the one told to return (checking its
+/// result), of the one that exits with 7, and of the sleeper after `kill`.
+fn end_stranded((mut told, ctl, mut exiter, exit_ctl, mut sleeper): Stranded) -> [i32; 3] {
+    let child = told.pid().expect("started");
     drop(ctl);
-    let code = told.join().expect("join a child whose server died");
-    assert_eq!(code, 0, "exit code {code}");
-    assert_eq!(told.exitcode(), Some(0));
-    assert_eq!(told.result().expect("result").pid, child);
-    assert!(active_children().iter().all(|c| c.pid() != child), "{child} is listed after it ended");
-
-    // A child killed by a signal after its server died: nobody that could tell us reaped it.
-    let sleeping = sleeper.pid().expect("started");
-    assert!(sleeper.is_alive(), "{sleeping} is reported dead");
+    let returned = told.join().expect("join a child whose server died");
+    assert_eq!(told.exitcode(), Some(returned));
+    if returned == 0 {
+        assert_eq!(told.result().expect("result").pid, child);
+    }
+    drop(exit_ctl);
+    let exited = exiter.join().expect("join");
     sleeper.kill().expect("kill");
-    let code = sleeper.join().expect("join");
-    assert_eq!(code, 255, "exit code {code}");
+    let killed = sleeper.join().expect("join");
     let err = sleeper.result().expect_err("no result");
-    assert_eq!(err.exit_code(), Some(255), "{err:?}");
-    // Reaped by whoever adopted them: not by us, and not left to us.
-    assert!(wait_dead(child) && wait_dead(sleeping), "{:?} {:?}", stat(child), stat(sleeping));
+    assert_eq!(err.exit_code(), Some(killed), "{err:?}");
+    let listed = active_children();
+    for p in [told.pid(), exiter.pid(), sleeper.pid()] {
+        assert!(listed.iter().all(|c| Some(c.pid()) != p), "{p:?} is listed after it ended");
+    }
+    [returned, exited, killed]
+}
+
+/// A forkserver child outlives its server: the parent keeps tracking it through its pidfd.
+/// Here the parent is a subreaper, so it adopts the orphans and learns their real exit codes
+/// (and reaps them).
+fn tracks_children_of_a_dead_forkserver() {
+    let _adopter = Subreaper::on();
+    let mut stranded = start_stranded();
+    let pids = [&stranded.0.pid(), &stranded.2.pid(), &stranded.4.pid()].map(|p| p.expect("started"));
+    let server = strand(&mut stranded);
+    // The next start gets a new server.
+    assert_ne!(forkserver_pid(), server, "the dead server was used again");
+    let codes = end_stranded(stranded);
+    assert_eq!(codes, [0, 7, -libc::SIGKILL]);
+    for pid in pids {
+        assert!(stat(pid).is_none(), "{pid} was not reaped: {:?}", stat(pid));
+    }
+}
+
+/// Names the helper run of [`reports_exits_it_cannot_see`].
+const ORPHAN_HELPER_VAR: &str = "MULTIPROC_TEST_FORK_ORPHAN_HELPER";
+
+/// The helper run of [`reports_exits_it_cannot_see`]: strands three forkserver children, which
+/// its parent (the test, a subreaper) adopts, and checks what it learns of them.
+fn run_orphan_helper() {
+    let mut stranded = start_stranded();
+    let pids = [&stranded.0.pid(), &stranded.2.pid(), &stranded.4.pid()].map(|p| p.expect("started"));
+    println!("orphans: {} {} {}", pids[0], pids[1], pids[2]);
+    let _ = std::io::stdout().flush();
+    strand(&mut stranded);
+    let codes = end_stranded(stranded);
+    // The child's own report when it returns; 255 (as CPython) after `exit` or a signal.
+    assert_eq!(codes, [0, 255, 255]);
+}
+
+/// When another process adopts the children of a dead forkserver, the parent still tracks
+/// them, with the exit code a child reports itself, or 255 when nobody can tell.
+fn reports_exits_it_cannot_see() {
+    // The orphans of the helper's forkserver become ours, to be reaped here, not by init.
+    let _adopter = Subreaper::on();
+    let (ok, output) =
+        run_helper(Command::new(std::env::current_exe().expect("test binary")).env(ORPHAN_HELPER_VAR, "1"));
+    let orphans: Vec<i32> = output
+        .lines()
+        .find_map(|line| line.strip_prefix("orphans: "))
+        .map(|pids| pids.split(' ').filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default();
+    for &pid in &orphans {
+        // Ours and not reaped: the pid is still theirs. They have ended unless the helper failed.
+        // SAFETY: kill only sends a signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let reaped = wait_until(|| {
+            // SAFETY: waitpid on a pid of our own child; a null status pointer is allowed.
+            let ret = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            ret == pid || ret < 0
+        });
+        assert!(reaped, "orphan {pid} was not reaped: {:?}", stat(pid));
+    }
+    assert!(ok, "helper failed: {output}");
+    assert_eq!(orphans.len(), 3, "{output}");
 }
 
 /// `SIGINT` (a Ctrl-C the parent handles) does not kill the forkserver, as in CPython; its
