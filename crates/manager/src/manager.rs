@@ -244,6 +244,9 @@ struct Stopped;
 
 /// The server process's target: bind, set up, serve until the parent says stop or goes away.
 fn serve_process<S: Setup>(setup: S, args: ServerArgs) {
+    // As CPython's server: a Ctrl-C reaches the whole foreground process group, and the
+    // parent, which may handle it, stops the server its own way.
+    multiproc_process::ignore_sigint();
     let ServerArgs { mut control, address, authkey, max_request } = args;
     let server = ManagerServer::bind(Address::from(address), &authkey.0).and_then(|server| {
         server.set_max_request_size(max_request);

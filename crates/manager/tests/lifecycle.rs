@@ -95,6 +95,24 @@ fn fails_promptly_when_the_server_dies() {
     });
 }
 
+/// A Ctrl-C (`SIGINT`) that reaches the server does not kill it, as CPython's server ignores
+/// it: the parent handles the interrupt and stops the server its own way.
+#[test]
+fn survives_sigint() {
+    scenario(|| {
+        for method in METHODS {
+            let manager = start(method);
+            let d = manager.dict::<u8, u8>().unwrap();
+            let pid = manager.server_pid();
+            deliver(pid, "INT", 2);
+            d.set(&1, &2).unwrap_or_else(|e| panic!("{method}: the server died of SIGINT: {e}"));
+            assert_eq!(d.get(&1).unwrap(), Some(2), "{method}");
+            manager.shutdown().unwrap();
+            assert_gone(pid);
+        }
+    });
+}
+
 #[test]
 fn refuses_wrong_authkeys() {
     scenario(|| {

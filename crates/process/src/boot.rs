@@ -71,13 +71,13 @@ pub(crate) extern "C" fn on_load(
     if let Some(sock) = sys::take_inherited_fd(ENV_CHILD) {
         // As in CPython, a spawned child keeps only what it was given (and stdio), not the
         // inheritable descriptors that happened to be open in the parent.
-        let Ok(sock) = sys::keep_only(sock, 3) else { sys::exit_now(1) };
-        child_main(sock, None);
+        let Ok([sock]) = sys::keep_only([sock]) else { sys::exit_now(1) };
+        child_main(sock, None, None);
     }
     if let Some(control) = sys::take_inherited_fd(ENV_FORKSERVER) {
         // The server lives as long as its parent: an inherited descriptor would stay open
         // that long (a pipe's write end would keep its reader from ever seeing the end).
-        let Ok(control) = sys::keep_only(control, 3) else { sys::exit_now(1) };
+        let Ok([control]) = sys::keep_only([control]) else { sys::exit_now(1) };
         forkserver::serve(control);
     }
 }
@@ -85,12 +85,21 @@ pub(crate) extern "C" fn on_load(
 /// Receives the start message on `sock`, runs the target, reports, and exits.
 ///
 /// `direct_parent` is the pid whose death should kill a daemon child (the forkserver for its
-/// children); `None` means the parent named in the start message.
-pub(crate) fn child_main(sock: OwnedFd, direct_parent: Option<i32>) -> ! {
+/// children); `None` means the parent named in the start message. `exit_report` (forkserver
+/// children) is the pipe on which the child writes its own exit code before it exits.
+pub(crate) fn child_main(sock: OwnedFd, direct_parent: Option<i32>, exit_report: Option<OwnedFd>) -> ! {
     sys::init_signals();
+    sys::stdin_from_dev_null();
+    if let Some(pipe) = exit_report {
+        let _ = EXIT_REPORT.set((sys::getpid(), pipe));
+    }
     let code = serve_start(sock.as_fd(), direct_parent);
     exit_child(code)
 }
+
+/// A forkserver child's exit-code pipe, with the pid of the child it belongs to (a process
+/// forked from that child inherits the static, and must not report there).
+static EXIT_REPORT: OnceLock<(i32, OwnedFd)> = OnceLock::new();
 
 /// Receives the start message on `sock` and runs the target, or reports why it cannot; returns
 /// the exit code.
@@ -139,10 +148,19 @@ fn run(sock: BorrowedFd<'_>, direct_parent: Option<i32>) -> Result<i32, String> 
 /// Ends the child: joins (or, for daemons, terminates) the children it started, as CPython's
 /// children do when their target returns, flushes standard output, and exits without running
 /// the exit handlers inherited from the parent.
+///
+/// A forkserver child writes its exit code on its exit-code pipe last: the parent reads it
+/// only when the server that should report it has died (see `children::Watch::Served`).
 pub(crate) fn exit_child(code: i32) -> ! {
     children::at_child_exit();
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
+    if let Some((pid, pipe)) = EXIT_REPORT.get() {
+        if *pid == sys::getpid() {
+            // Four bytes on a pipe nobody else writes: one write, never partial.
+            let _ = multiproc_wire::sys::writev(pipe.as_fd(), &[std::io::IoSlice::new(&code.to_be_bytes())]);
+        }
+    }
     sys::exit_now(code)
 }
 

@@ -1,24 +1,47 @@
 //! The children this process started: waiting, reaping, signalling, and what happens to them
 //! when this process exits.
 
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use multiproc_wire::sys as wsys;
 
 use crate::{forkserver, sys};
 
-/// How the parent learns that a child has exited.
+/// The exit code of a forkserver child that nobody can know any more (CPython's).
+pub(crate) const UNKNOWN_EXIT: i32 = 255;
+
+/// How long a query that does not block (`is_alive`, `exitcode`, `active_children`) waits for
+/// the forkserver to report a child that it has seen exit: it reaps and reports at once, so
+/// this bounds only a server that is stopped or starved.
+const REPORT_GRACE: Duration = Duration::from_secs(5);
+
+/// How the parent learns a child's exit code.
 #[derive(Debug)]
 pub(crate) enum Watch {
-    /// A direct child: its pidfd becomes readable at exit and `waitid` reaps it.
+    /// A direct child: `waitid` on its pidfd reaps it.
     Direct,
-    /// A forkserver child: the server reaps it and writes the exit code to this pipe.
-    Served(OwnedFd),
+    /// A forkserver child: the server reaps it and writes the exit code on `status`; the child
+    /// writes its own on `report` just before it exits, which is read only if the server dies
+    /// first (then nobody can reap the child and learn its status but the process that adopts
+    /// it).
+    Served {
+        /// The server's report.
+        status: OwnedFd,
+        /// The child's own report.
+        report: OwnedFd,
+    },
+}
+
+/// What is known about a child's end.
+#[derive(Debug, Default)]
+struct Ending {
+    exit: Option<i32>,
+    /// A forkserver child's server has gone without reporting it.
+    server_gone: bool,
 }
 
 /// One started child.
@@ -31,7 +54,7 @@ pub(crate) struct Child {
     watch: Watch,
     /// The parent's end of the child's private socket.
     pub(crate) sock: OwnedFd,
-    exit: Mutex<Option<i32>>,
+    ending: Mutex<Ending>,
 }
 
 impl Child {
@@ -43,47 +66,119 @@ impl Child {
         watch: Watch,
         sock: OwnedFd,
     ) -> Child {
-        Child { pid, name, daemon, pidfd, watch, sock, exit: Mutex::new(None) }
+        Child { pid, name, daemon, pidfd, watch, sock, ending: Mutex::new(Ending::default()) }
     }
 
-    /// The descriptor that becomes readable when the child has exited.
+    fn ending(&self) -> MutexGuard<'_, Ending> {
+        self.ending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The descriptor that becomes readable when the child has exited: its pidfd, under every
+    /// start method (a forkserver child's too: it is readable when the child exits whoever its
+    /// parent is by then).
     pub(crate) fn sentinel(&self) -> BorrowedFd<'_> {
-        match &self.watch {
-            Watch::Direct => self.pidfd.as_fd(),
-            Watch::Served(status) => status.as_fd(),
-        }
+        self.pidfd.as_fd()
     }
 
-    /// The exit code if the child has exited (reaping it), without blocking.
+    /// The exit code if the child has exited (reaping it), else `None`; waits at most
+    /// [`REPORT_GRACE`] for a forkserver's report of a child it has seen exit.
     pub(crate) fn poll_exit(&self) -> io::Result<Option<i32>> {
-        let mut exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
-        if exit.is_none() {
-            *exit = match &self.watch {
+        self.exit_by(Instant::now() + REPORT_GRACE)
+    }
+
+    /// The exit code if the child has exited, without waiting.
+    pub(crate) fn exit_now(&self) -> io::Result<Option<i32>> {
+        self.exit_by(Instant::now())
+    }
+
+    /// The exit code if the child has exited; waits until `report_deadline` at most for a
+    /// forkserver's report of a child that has exited.
+    fn exit_by(&self, report_deadline: Instant) -> io::Result<Option<i32>> {
+        let mut ending = self.ending();
+        if ending.exit.is_none() {
+            ending.exit = match &self.watch {
                 Watch::Direct => sys::waitid_pidfd(self.pidfd.as_fd(), false)?,
-                Watch::Served(status) => {
-                    if !wsys::wait_readable(status.as_fd(), Some(Instant::now()))? {
-                        return Ok(None);
-                    }
-                    let mut code = [0u8; 4];
-                    let mut file = File::from(status.try_clone()?);
-                    file.read_exact(&mut code).map_err(|_| {
-                        io::Error::other("the forkserver exited before reporting the child's exit")
-                    })?;
-                    Some(i32::from_be_bytes(code))
-                }
+                Watch::Served { status, report } => self.served_exit(
+                    &mut ending.server_gone,
+                    status.as_fd(),
+                    report.as_fd(),
+                    report_deadline,
+                )?,
             };
         }
-        Ok(*exit)
+        Ok(ending.exit)
+    }
+
+    /// A forkserver child's exit code: the server's report (the truth: it reaped the child).
+    /// Once the server has gone, the child is adopted by the nearest subreaper or init: if that
+    /// is this process, `waitid` reaps it (the truth again); else the child's own report when
+    /// it made one (its target returned, panicked, or could not run); else [`UNKNOWN_EXIT`]
+    /// (killed by a signal, or it called `exit` itself).
+    fn served_exit(
+        &self,
+        server_gone: &mut bool,
+        status: BorrowedFd<'_>,
+        report: BorrowedFd<'_>,
+        report_deadline: Instant,
+    ) -> io::Result<Option<i32>> {
+        let now = Instant::now();
+        if !*server_gone && wsys::wait_readable(status, Some(now))? {
+            match read_code(status)? {
+                Some(code) => return Ok(Some(code)),
+                None => *server_gone = true,
+            }
+        }
+        if !wsys::wait_readable(self.pidfd.as_fd(), Some(now))? {
+            return Ok(None);
+        }
+        if !*server_gone {
+            // Exited: the server reaps it and reports at once, unless it dies first.
+            if !wsys::wait_readable(status, Some(report_deadline))? {
+                return Ok(None);
+            }
+            match read_code(status)? {
+                Some(code) => return Ok(Some(code)),
+                None => *server_gone = true,
+            }
+        }
+        // Adopted by this process (a subreaper): reaping it tells the truth. Otherwise
+        // (`ECHILD`) its new parent reaps it.
+        if let Ok(Some(code)) = sys::waitid_pidfd(self.pidfd.as_fd(), false) {
+            return Ok(Some(code));
+        }
+        // The child wrote its report (if any) before it exited, and it has exited.
+        if wsys::wait_readable(report, Some(now))? {
+            if let Some(code) = read_code(report)? {
+                return Ok(Some(code));
+            }
+        }
+        Ok(Some(UNKNOWN_EXIT))
     }
 
     /// Waits until the child exits or `deadline` passes; returns its exit code, or `None` on
     /// timeout.
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> io::Result<Option<i32>> {
         loop {
-            if let Some(code) = self.poll_exit()? {
+            if let Some(code) = self.exit_now()? {
                 return Ok(Some(code));
             }
-            if !wsys::wait_readable(self.sentinel(), deadline)? {
+            let ready = match &self.watch {
+                Watch::Direct => wsys::wait_readable(self.pidfd.as_fd(), deadline)?,
+                Watch::Served { status, .. } => {
+                    // The child's exit, and the server's report (or its end) while it may come.
+                    let exited = wsys::wait_readable(self.pidfd.as_fd(), Some(Instant::now()))?;
+                    let mut fds = Vec::with_capacity(2);
+                    if !exited {
+                        fds.push(wsys::pollfd_in(self.pidfd.as_fd()));
+                    }
+                    if !self.ending().server_gone {
+                        fds.push(wsys::pollfd_in(status.as_fd()));
+                    }
+                    // Exited with its server gone is an exit code above: `fds` is not empty.
+                    wsys::poll(&mut fds, deadline)? > 0
+                }
+            };
+            if !ready {
                 return Ok(None);
             }
         }
@@ -91,12 +186,19 @@ impl Child {
 
     /// Sends `signal` unless the child has already been reaped.
     pub(crate) fn signal(&self, signal: i32) -> io::Result<()> {
-        let exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
-        if exit.is_some() {
+        let ending = self.ending();
+        if ending.exit.is_some() {
             return Ok(());
         }
         sys::pidfd_send_signal(self.pidfd.as_fd(), signal)
     }
+}
+
+/// Reads an exit code (4 bytes, big-endian) from a pipe that is readable; `None` at its end.
+fn read_code(pipe: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    let mut code = [0u8; 4];
+    // Written with one write of 4 bytes: it arrives whole or not at all.
+    Ok((wsys::read(pipe, &mut code)? == code.len()).then(|| i32::from_be_bytes(code)))
 }
 
 /// The children of this process that have not been reaped yet.
@@ -142,9 +244,19 @@ pub(crate) fn at_child_exit() {
     }
 }
 
+/// Forgets a child whose `Process` is dropped, if it has exited (its descriptors close with the
+/// last reference); one still running stays registered, to be reaped by [`reap_finished`] and
+/// handled at exit.
+pub(crate) fn release(child: Arc<Child>) {
+    if matches!(child.exit_now(), Ok(Some(_)) | Err(_)) {
+        with_registry(|children| children.retain(|c| !Arc::ptr_eq(c, &child)));
+    }
+}
+
 /// Reaps every child that has exited and returns those still running.
 ///
-/// The registry stays locked throughout (`poll_exit` never blocks), so that a concurrent call
+/// The registry stays locked throughout (`poll_exit` waits only for the report of a child
+/// that a live forkserver has seen exit, which it writes at once), so that a concurrent call
 /// never sees it half empty.
 pub(crate) fn reap_finished() -> Vec<Arc<Child>> {
     with_registry(|children| {

@@ -134,3 +134,20 @@ pub fn parent_process() -> Option<ParentProcess> {
 pub fn cpu_count() -> usize {
     sys::online_cpus()
 }
+
+/// Makes this process ignore `SIGINT` (Ctrl-C), as CPython's server processes do: its
+/// forkserver, and the server process of a manager, call `signal(SIGINT, SIG_IGN)` first.
+///
+/// A terminal sends Ctrl-C to every process of its foreground group, so a server started for
+/// a program gets the interrupt the program itself may handle, and must not die of it; the
+/// program stops its servers its own way. Processes started afterwards with the `Fork` or
+/// `Spawn` method inherit the setting (`ForkServer` children get the forkserver's original
+/// one).
+///
+/// ```no_run
+/// // First thing in a server process's target.
+/// multiproc_process::ignore_sigint();
+/// ```
+pub fn ignore_sigint() {
+    sys::ignore_sigint();
+}

@@ -5,9 +5,15 @@
 //! The parent and the server talk over a private socketpair that only the server inherits;
 //! the server also checks its peer's credentials (`SO_PEERCRED`: the parent's pid and uid).
 //! A request carries the child's end of a fresh socketpair (`SCM_RIGHTS`); the reply carries
-//! the child's pid, a pidfd for signalling it, and the read end of a pipe on which the server
-//! writes the child's exit code once it has reaped it: that pipe is the child's sentinel.
+//! the child's pid, a pidfd (for signalling it and for learning, even after the server has
+//! gone, that it has exited), the read end of a pipe on which the server writes the child's
+//! exit code once it has reaped it, and the read end of a pipe on which the child writes its
+//! own exit code just before it exits (read only if the server dies before it can report).
 //! The server exits when the parent's end of the control socket closes.
+//!
+//! As CPython's, the server ignores `SIGINT` (a Ctrl-C reaches the whole foreground process
+//! group; the parent may handle it, the server must not die of it) and its children get the
+//! disposition back that the server started with; its standard input is `/dev/null`.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -21,7 +27,7 @@ use multiproc_wire::{Error as WireError, frame, sys as wsys};
 use crate::boot::{self, ENV_FORKSERVER};
 use crate::sys;
 
-const HELLO: &[u8] = b"multiproc-forkserver-1";
+const HELLO: &[u8] = b"multiproc-forkserver-2";
 const REQUEST_SPAWN: &[u8] = b"spawn";
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,7 +45,10 @@ static SERVER: Mutex<Option<Client>> = Mutex::new(None);
 pub(crate) struct Served {
     pub(crate) pid: i32,
     pub(crate) pidfd: OwnedFd,
+    /// The exit code as the server reaped it.
     pub(crate) status: OwnedFd,
+    /// The exit code as the child reports it before exiting.
+    pub(crate) report: OwnedFd,
 }
 
 /// Asks the forkserver (started if needed) for a child that runs the start message waiting on
@@ -83,10 +92,11 @@ fn request(client: &Client, child_sock: OwnedFd) -> Result<Served, String> {
     let (reply, mut fds) = frame::recv(control, 64, Some(deadline))
         .map_err(|err| format!("no answer from the forkserver: {err}"))?;
     match (<[u8; 4]>::try_from(reply.as_slice()), fds.len()) {
-        (Ok(pid), 2) => {
-            let status = fds.pop().expect("two descriptors");
-            let pidfd = fds.pop().expect("two descriptors");
-            Ok(Served { pid: i32::from_be_bytes(pid), pidfd, status })
+        (Ok(pid), 3) => {
+            let report = fds.pop().expect("three descriptors");
+            let status = fds.pop().expect("three descriptors");
+            let pidfd = fds.pop().expect("three descriptors");
+            Ok(Served { pid: i32::from_be_bytes(pid), pidfd, status, report })
         }
         _ => Err(format!("the forkserver could not fork: {}", String::from_utf8_lossy(&reply))),
     }
@@ -167,6 +177,8 @@ struct Kid {
 /// The server's loop; never returns.
 pub(crate) fn serve(control: OwnedFd) -> ! {
     sys::init_signals();
+    let sigint_ignored = sys::ignore_sigint();
+    sys::stdin_from_dev_null();
     match sys::peer_cred(control.as_fd()) {
         Ok((pid, uid)) if pid == sys::getppid() && uid == sys::getuid() => {}
         _ => sys::exit_now(2),
@@ -201,7 +213,7 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
             match frame::recv(control.as_fd(), 64, Some(Instant::now() + REPLY_TIMEOUT)) {
                 Ok((request, mut fds)) if request == REQUEST_SPAWN && fds.len() == 1 => {
                     let child_sock = fds.pop().expect("one descriptor");
-                    let reply = fork_child(child_sock, &control, &mut kids);
+                    let reply = fork_child(child_sock, &control, &mut kids, sigint_ignored);
                     if reply.is_err() {
                         sys::exit_now(1);
                     }
@@ -216,9 +228,17 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     }
 }
 
-fn fork_child(child_sock: OwnedFd, control: &OwnedFd, kids: &mut Vec<Kid>) -> Result<(), WireError> {
-    let (status_read, status_write) = match sys::pipe() {
-        Ok(pair) => pair,
+/// Forks a child for `child_sock`; `sigint_ignored` is the `SIGINT` disposition the server
+/// started with, which the child gets back.
+fn fork_child(
+    child_sock: OwnedFd,
+    control: &OwnedFd,
+    kids: &mut Vec<Kid>,
+    sigint_ignored: bool,
+) -> Result<(), WireError> {
+    let pipes = sys::pipe().and_then(|status| Ok((status, sys::pipe()?)));
+    let ((status_read, status_write), (report_read, report_write)) = match pipes {
+        Ok(pipes) => pipes,
         Err(err) => {
             return frame::send(control.as_fd(), &[format!("pipe: {err}").as_bytes()], &[], None);
         }
@@ -228,16 +248,17 @@ fn fork_child(child_sock: OwnedFd, control: &OwnedFd, kids: &mut Vec<Kid>) -> Re
     // and the child only runs the child bootstrap before exiting with exit_now.
     match unsafe { sys::fork() } {
         Ok(sys::Forked::Child) => {
-            let sock = match sys::keep_only(child_sock, 3) {
-                Ok(sock) => sock,
-                Err(_) => sys::exit_now(1),
-            };
-            boot::child_main(sock, Some(server_pid))
+            if !sigint_ignored {
+                sys::default_sigint();
+            }
+            let Ok([sock, report]) = sys::keep_only([child_sock, report_write]) else { sys::exit_now(1) };
+            boot::child_main(sock, Some(server_pid), Some(report))
         }
         Ok(sys::Forked::Parent(pid)) => {
             drop(child_sock);
+            drop(report_write);
             let pidfd = sys::pidfd_open(pid)?;
-            let fds = [pidfd.as_raw_fd(), status_read.as_raw_fd()];
+            let fds = [pidfd.as_raw_fd(), status_read.as_raw_fd(), report_read.as_raw_fd()];
             frame::send(control.as_fd(), &[&pid.to_be_bytes()], &fds, None)?;
             kids.push(Kid { pidfd, status: status_write });
             Ok(())

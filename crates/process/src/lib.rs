@@ -49,7 +49,7 @@ pub use children::{ActiveChild, active_children};
 pub use context::{
     Context, StartMethod, UnknownStartMethod, get_context, get_start_method, set_start_method,
 };
-pub use current::{CurrentProcess, ParentProcess, cpu_count, current_process, parent_process};
+pub use current::{CurrentProcess, ParentProcess, cpu_count, current_process, ignore_sigint, parent_process};
 pub use error::{Error, ErrorKind, Result};
 pub use multiproc_wire::Fd;
 pub use process::Process;

@@ -115,8 +115,24 @@ where
 /// panicked (message and location are printed on the child's stderr and returned by
 /// [`result`](Process::result)), `-N` when signal `N` killed it.
 ///
+/// A `ForkServer` child outlives a forkserver that dies (killed, say): it is still tracked,
+/// alive while it runs ([`is_alive`](Process::is_alive), [`join`](Process::join) and the
+/// sentinel wait for it), with an exit code once it ends. Nobody that could tell us reaps it
+/// then (its new parent is init or the nearest subreaper), so the code is the real one if this
+/// process is that subreaper (`PR_SET_CHILD_SUBREAPER`), else the one the child reports itself
+/// (`0` or `1` as above, when its target returned or panicked), else `255`: it was killed by a
+/// signal or called `exit` itself. CPython reports `255` too, but at once, while the child may
+/// still run. The next start gets a new forkserver.
+///
+/// # Standard streams
+/// A child's standard input is `/dev/null` under every start method, as in CPython: it never
+/// competes with its parent (or the forkserver) for the terminal or a pipe. Standard output and
+/// error are the parent's.
+///
 /// # Lifetime
-/// Dropping a `Process` neither stops nor waits for the child. Finished children are reaped by
+/// Dropping a `Process` neither stops nor waits for the child. Dropping one whose child has
+/// exited reaps it and closes its descriptors (pidfd, sentinel, socket); a running child stays
+/// registered, and its descriptors close when it is reaped. Finished children are reaped by
 /// [`join`](Process::join), [`active_children`](crate::active_children) and the next `start`;
 /// when the parent exits normally (returning from `main` or calling `std::process::exit`, or,
 /// in a child, when its target returns or panics), daemon children are terminated and the
@@ -260,6 +276,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                 {
                     boot::exit_child(1);
                 }
+                sys::stdin_from_dev_null();
                 current::become_child(self.name.clone(), self.identity.clone(), self.daemon, parent);
                 let code = target.run_forked(theirs.as_fd());
                 boot::exit_child(code)
@@ -308,7 +325,7 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
             }
             _ => {
                 let served = forkserver::spawn(theirs).map_err(|e| Error::new(ErrorKind::ForkServer, e))?;
-                let watch = Watch::Served(served.status);
+                let watch = Watch::Served { status: served.status, report: served.report };
                 Ok(Child::new(served.pid, self.name.clone(), self.daemon, served.pidfd, watch, ours))
             }
         }
@@ -379,6 +396,14 @@ impl<R: Serialize + DeserializeOwned + 'static> Process<R> {
                 Err(Error::new(ErrorKind::Exited, "the child exited without a result").with_code(Some(0)))
             }
             Err(_) => Err(Error::from_exit_code(code)),
+        }
+    }
+}
+
+impl<R> Drop for Process<R> {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            children::release(child);
         }
     }
 }
@@ -467,7 +492,8 @@ impl<R> Process<R> {
     }
 
     /// A descriptor that becomes readable when the child exits (CPython's `sentinel`), for use
-    /// with `poll` or `multiproc`'s `wait`. `None` before start.
+    /// with `poll` or `multiproc`'s `wait`: the child's pidfd, under every start method. `None`
+    /// before start.
     pub fn sentinel(&self) -> Option<BorrowedFd<'_>> {
         self.child.as_ref().map(|c| c.sentinel())
     }

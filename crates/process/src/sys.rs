@@ -124,25 +124,33 @@ pub(crate) fn init_signals() {
     }
 }
 
-/// Moves `fd` to descriptor number `target` in this process and closes every descriptor above
-/// `target`. Used only in a freshly forked child, or a fresh exec before `main`, that owns
-/// nothing else.
-pub(crate) fn keep_only(fd: OwnedFd, target: RawFd) -> io::Result<OwnedFd> {
-    let raw = fd.as_raw_fd();
-    if raw != target {
-        // SAFETY: dup2 onto `target` replaces whatever was there; in this child nothing else
-        // uses that number (it is closed below or was never ours).
-        cvt(unsafe { libc::dup2(raw, target) })?;
-        drop(fd);
-    } else {
-        mem::forget(fd);
+/// Moves `fds` to descriptor numbers 3, 4, ... (in order) in this process, close-on-exec, and
+/// closes every descriptor above them. Used only in a freshly forked child, or a fresh exec
+/// before `main`, that owns nothing else.
+pub(crate) fn keep_only<const N: usize>(fds: [OwnedFd; N]) -> io::Result<[OwnedFd; N]> {
+    const FIRST: RawFd = 3;
+    let end = FIRST + N as RawFd;
+    // First above the targets, so that no move overwrites a descriptor still to be moved.
+    let mut high = Vec::with_capacity(N);
+    for fd in fds {
+        // SAFETY: F_DUPFD_CLOEXEC only makes a new descriptor, numbered `end` or above.
+        let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, end) })?;
+        // SAFETY: fcntl returned a new descriptor that nobody else owns.
+        high.push(unsafe { OwnedFd::from_raw_fd(new) });
     }
-    // SAFETY: close_range closes descriptors above `target`, none of which is borrowed by live
+    for (target, fd) in (FIRST..).zip(&high) {
+        // SAFETY: dup2 onto `target` replaces whatever was there; in this child nothing else
+        // uses that number (the originals were dropped above, or were never ours).
+        cvt(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+        set_cloexec(target)?;
+    }
+    // Closed by close_range below.
+    high.into_iter().for_each(mem::forget);
+    // SAFETY: close_range closes descriptors from `end` up, none of which is borrowed by live
     // Rust objects in this child (it runs no code of its parent after this).
-    unsafe { libc::syscall(libc::SYS_close_range, (target + 1) as u32, u32::MAX, 0) };
-    set_cloexec(target)?;
-    // SAFETY: `target` now holds the socket; this is its only owner.
-    Ok(unsafe { OwnedFd::from_raw_fd(target) })
+    unsafe { libc::syscall(libc::SYS_close_range, end as u32, u32::MAX, 0) };
+    // SAFETY: each target now holds one of the descriptors moved; this is its only owner.
+    Ok(std::array::from_fn(|i| unsafe { OwnedFd::from_raw_fd(FIRST + i as RawFd) }))
 }
 
 /// Sets `FD_CLOEXEC` on a raw descriptor number.
@@ -150,6 +158,35 @@ pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl F_SETFD only changes descriptor flags.
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
     Ok(())
+}
+
+/// Makes this process ignore `SIGINT`; returns whether it already did.
+pub(crate) fn ignore_sigint() -> bool {
+    // SAFETY: SIG_IGN installs no handler code.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) == libc::SIG_IGN }
+}
+
+/// Gives `SIGINT` its default action (ending the process) back.
+pub(crate) fn default_sigint() {
+    // SAFETY: SIG_DFL installs no handler code.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+}
+
+/// Makes `/dev/null` this process's standard input (descriptor 0), as CPython's children have;
+/// nothing changes when it cannot be opened.
+pub(crate) fn stdin_from_dev_null() {
+    let Ok(null) = std::fs::File::open("/dev/null") else { return };
+    let null = OwnedFd::from(null);
+    if null.as_raw_fd() == 0 {
+        // Descriptor 0 was closed; it stays open (and inherited) now.
+        // SAFETY: F_SETFD only changes the descriptor's flags.
+        unsafe { libc::fcntl(0, libc::F_SETFD, 0) };
+        mem::forget(null);
+        return;
+    }
+    // SAFETY: dup2 replaces descriptor 0, which this process (a child that has not run its
+    // target yet) owns and does not borrow anywhere; the copy is not close-on-exec.
+    unsafe { libc::dup2(null.as_raw_fd(), 0) };
 }
 
 /// Takes the descriptor named by environment variable `name` (a decimal number set by the

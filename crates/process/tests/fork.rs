@@ -56,11 +56,20 @@ const TESTS: &[(&str, fn())] = &[
     ("follows_the_working_directory", follows_the_working_directory),
     ("restarts_a_dead_forkserver", restarts_a_dead_forkserver),
     ("keeps_inheritable_descriptors_out", keeps_inheritable_descriptors_out),
+    ("tracks_children_of_a_dead_forkserver", tracks_children_of_a_dead_forkserver),
+    ("reports_exits_it_cannot_see", reports_exits_it_cannot_see),
+    ("keeps_the_forkserver_through_sigint", keeps_the_forkserver_through_sigint),
+    ("gives_children_null_stdin", gives_children_null_stdin),
+    ("closes_descriptors_of_dropped_children", closes_descriptors_of_dropped_children),
     // Last: checks what all the others left.
     ("leaves_no_children", leaves_no_children),
 ];
 
 fn main() -> std::process::ExitCode {
+    if std::env::var_os(ORPHAN_HELPER_VAR).is_some() {
+        run_orphan_helper();
+        return std::process::ExitCode::SUCCESS;
+    }
     if let Some(path) = std::env::var_os(EXIT_HELPER_VAR) {
         run_exit_helper(path.into());
         return std::process::ExitCode::SUCCESS;
@@ -504,6 +513,275 @@ fn keeps_inheritable_descriptors_out() {
         p.start().expect("start");
         drop(writer);
         assert!(sees_end(reader), "{method}: a child or the forkserver holds the pipe's write end");
+    }
+}
+
+/// The pid of this process's forkserver (started if needed).
+fn forkserver_pid() -> i32 {
+    let mut p = Process::new(whoami, ());
+    p.set_start_method(StartMethod::ForkServer);
+    let server = finish(p).ppid as i32;
+    assert_ne!(server, my_pid());
+    server
+}
+
+/// Kills this process's forkserver with `SIGKILL`; returns its pid once it is dead.
+fn kill_forkserver() -> i32 {
+    let server = forkserver_pid();
+    deliver(server, libc::SIGKILL);
+    assert!(wait_dead(server), "the forkserver survived SIGKILL");
+    server
+}
+
+/// Makes this process a subreaper (`PR_SET_CHILD_SUBREAPER`) while alive: orphans among its
+/// descendants become its children instead of init's.
+struct Subreaper;
+
+impl Subreaper {
+    fn on() -> Subreaper {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes an attribute of this process.
+        assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }, 0, "subreaper");
+        Subreaper
+    }
+}
+
+impl Drop for Subreaper {
+    fn drop(&mut self) {
+        // SAFETY: as in `on`.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) };
+    }
+}
+
+/// Reads `fd` to its end, then exits with `code`.
+fn exit_when_told((fd, code): (Fd, i32)) {
+    let _ = read_all(fd);
+    std::process::exit(code)
+}
+
+/// Three forkserver children: one that returns when told (with the parent's end of its
+/// socket), one that exits with 7 when told, one that sleeps for a minute.
+type Stranded = (Reaped<Whoami>, UnixStream, Reaped<()>, UnixStream, Reaped<()>);
+
+fn start_stranded() -> Stranded {
+    let (ctl, theirs) = UnixStream::pair().expect("socketpair");
+    let mut told = Reaped(Process::new(whoami_when_told, Fd::from(OwnedFd::from(theirs))));
+    let (exit_ctl, theirs) = UnixStream::pair().expect("socketpair");
+    let mut exiter = Reaped(Process::new(exit_when_told, (Fd::from(OwnedFd::from(theirs)), 7)));
+    let mut sleeper = Reaped(Process::new(sleep_ms, 60_000));
+    told.set_start_method(StartMethod::ForkServer).start().expect("start");
+    exiter.set_start_method(StartMethod::ForkServer).start().expect("start");
+    sleeper.set_start_method(StartMethod::ForkServer).start().expect("start");
+    (told, ctl, exiter, exit_ctl, sleeper)
+}
+
+/// Kills the forkserver of the stranded children and checks that they are still known to
+/// run; returns the dead server's pid.
+fn strand((told, _, exiter, _, sleeper): &mut Stranded) -> i32 {
+    let child = told.pid().expect("started");
+    let server = stat(child).expect("the child runs").1;
+    assert_ne!(server, my_pid(), "a forkserver child is the server's");
+    deliver(server, libc::SIGKILL);
+    assert!(wait_dead(server), "the forkserver survived SIGKILL");
+    assert!(told.is_alive(), "a running child is reported dead after its server died");
+    assert!(exiter.is_alive() && sleeper.is_alive(), "a running child is reported dead");
+    assert_eq!(told.exitcode(), None);
+    let waited = told.join_timeout(Duration::from_millis(100));
+    assert_eq!(waited.expect("join_timeout while the child runs"), None);
+    assert!(!readable(told.sentinel().expect("started"), Duration::from_millis(50)), "the sentinel fired");
+    let listed = active_children();
+    for p in [told.pid(), exiter.pid(), sleeper.pid()] {
+        assert!(listed.iter().any(|c| Some(c.pid()) == p), "{p:?} is no longer listed");
+    }
+    server
+}
+
+/// Ends the stranded children; returns the exit codes of the one told to return (checking its
+/// result), of the one that exits with 7, and of the sleeper after `kill`.
+fn end_stranded((mut told, ctl, mut exiter, exit_ctl, mut sleeper): Stranded) -> [i32; 3] {
+    let child = told.pid().expect("started");
+    drop(ctl);
+    let returned = told.join().expect("join a child whose server died");
+    assert_eq!(told.exitcode(), Some(returned));
+    if returned == 0 {
+        assert_eq!(told.result().expect("result").pid, child);
+    }
+    drop(exit_ctl);
+    let exited = exiter.join().expect("join");
+    sleeper.kill().expect("kill");
+    let killed = sleeper.join().expect("join");
+    let err = sleeper.result().expect_err("no result");
+    assert_eq!(err.exit_code(), Some(killed), "{err:?}");
+    let listed = active_children();
+    for p in [told.pid(), exiter.pid(), sleeper.pid()] {
+        assert!(listed.iter().all(|c| Some(c.pid()) != p), "{p:?} is listed after it ended");
+    }
+    [returned, exited, killed]
+}
+
+/// A forkserver child outlives its server: the parent keeps tracking it through its pidfd.
+/// Here the parent is a subreaper, so it adopts the orphans and learns their real exit codes
+/// (and reaps them).
+fn tracks_children_of_a_dead_forkserver() {
+    let _adopter = Subreaper::on();
+    let mut stranded = start_stranded();
+    let pids = [&stranded.0.pid(), &stranded.2.pid(), &stranded.4.pid()].map(|p| p.expect("started"));
+    let server = strand(&mut stranded);
+    // The next start gets a new server.
+    assert_ne!(forkserver_pid(), server, "the dead server was used again");
+    let codes = end_stranded(stranded);
+    assert_eq!(codes, [0, 7, -libc::SIGKILL]);
+    for pid in pids {
+        assert!(stat(pid).is_none(), "{pid} was not reaped: {:?}", stat(pid));
+    }
+}
+
+/// Names the helper run of [`reports_exits_it_cannot_see`].
+const ORPHAN_HELPER_VAR: &str = "MULTIPROC_TEST_FORK_ORPHAN_HELPER";
+
+/// The helper run of [`reports_exits_it_cannot_see`]: strands three forkserver children, which
+/// its parent (the test, a subreaper) adopts, and checks what it learns of them.
+fn run_orphan_helper() {
+    let mut stranded = start_stranded();
+    let pids = [&stranded.0.pid(), &stranded.2.pid(), &stranded.4.pid()].map(|p| p.expect("started"));
+    println!("orphans: {} {} {}", pids[0], pids[1], pids[2]);
+    let _ = std::io::stdout().flush();
+    strand(&mut stranded);
+    let codes = end_stranded(stranded);
+    // The child's own report when it returns; 255 (as CPython) after `exit` or a signal.
+    assert_eq!(codes, [0, 255, 255]);
+}
+
+/// When another process adopts the children of a dead forkserver, the parent still tracks
+/// them, with the exit code a child reports itself, or 255 when nobody can tell.
+fn reports_exits_it_cannot_see() {
+    // The orphans of the helper's forkserver become ours, to be reaped here, not by init.
+    let _adopter = Subreaper::on();
+    let (ok, output) =
+        run_helper(Command::new(std::env::current_exe().expect("test binary")).env(ORPHAN_HELPER_VAR, "1"));
+    let orphans: Vec<i32> = output
+        .lines()
+        .find_map(|line| line.strip_prefix("orphans: "))
+        .map(|pids| pids.split(' ').filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default();
+    for &pid in &orphans {
+        // Ours and not reaped: the pid is still theirs. They have ended unless the helper failed.
+        // SAFETY: kill only sends a signal.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let reaped = wait_until(|| {
+            // SAFETY: waitpid on a pid of our own child; a null status pointer is allowed.
+            let ret = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            ret == pid || ret < 0
+        });
+        assert!(reaped, "orphan {pid} was not reaped: {:?}", stat(pid));
+    }
+    assert!(ok, "helper failed: {output}");
+    assert_eq!(orphans.len(), 3, "{output}");
+}
+
+/// `SIGINT` (a Ctrl-C the parent handles) does not kill the forkserver, as in CPython; its
+/// children get the default action back and die of it.
+fn keeps_the_forkserver_through_sigint() {
+    let server = forkserver_pid();
+    deliver(server, libc::SIGINT);
+    assert!(!is_dead(server), "SIGINT killed the forkserver: {:?}", stat(server));
+    assert_eq!(forkserver_pid(), server, "a new forkserver was started");
+
+    let mut p = Reaped(Process::new(sleep_ms, 60_000));
+    p.set_start_method(StartMethod::ForkServer);
+    p.start().expect("start");
+    let pid = p.pid().expect("started");
+    // Until the child has restored the default action, SIGINT would be discarded.
+    assert!(wait_until(|| !ignores_signal(pid, libc::SIGINT)), "the child ignores SIGINT");
+    deliver(pid, libc::SIGINT);
+    let code = p.join_timeout(SETTLE).expect("join");
+    assert_eq!(code, Some(-libc::SIGINT), "exit code {code:?}");
+}
+
+/// Replaces descriptor 0 of this process while alive; puts the old one back when dropped.
+struct StdinSwap(i32);
+
+impl StdinSwap {
+    /// Standard input becomes a pipe holding `text`, whose write end is closed.
+    fn pipe_with(text: &[u8]) -> StdinSwap {
+        use std::os::fd::AsRawFd;
+        let (reader, mut writer) = inheritable_pipe();
+        writer.write_all(text).expect("write");
+        drop(writer);
+        // SAFETY: dup only duplicates descriptor 0 (or fails when it is closed).
+        let saved = unsafe { libc::dup(0) };
+        // SAFETY: dup2 replaces descriptor 0, which nothing in this test binary reads.
+        assert_eq!(unsafe { libc::dup2(reader.as_raw_fd(), 0) }, 0, "dup2 onto stdin");
+        StdinSwap(saved)
+    }
+}
+
+impl Drop for StdinSwap {
+    fn drop(&mut self) {
+        // SAFETY: puts the saved descriptor back on 0 and closes the copy (or closes 0 if it
+        // was closed before); both numbers are this guard's.
+        unsafe {
+            if self.0 >= 0 {
+                libc::dup2(self.0, 0);
+                libc::close(self.0);
+            } else {
+                libc::close(0);
+            }
+        }
+    }
+}
+
+/// Children read `/dev/null` on their standard input under every start method, as in CPython,
+/// not the parent's (nor the forkserver's) standard input.
+fn gives_children_null_stdin() {
+    for method in StartMethod::all() {
+        let swap = StdinSwap::pipe_with(b"the parent's input");
+        if method == StartMethod::ForkServer {
+            // The next server starts with the pipe as its standard input.
+            kill_forkserver();
+        }
+        let mut p = Process::new(read_stdin, ());
+        p.set_start_method(method);
+        p.start().expect("start");
+        let pid = p.pid().expect("started");
+        let server = stat(pid).map(|s| s.1);
+        let (null, input) = collect(&mut p);
+        drop(swap);
+        assert!(null, "{method}: the child's stdin is not /dev/null");
+        assert_eq!(String::from_utf8_lossy(&input), "", "{method}: the child read its parent's stdin");
+        if method == StartMethod::ForkServer {
+            let server = server.expect("the child ran");
+            let path = std::path::PathBuf::from(format!("/proc/{server}/fd/0"));
+            assert!(is_dev_null(&path), "the forkserver's stdin is not /dev/null");
+        }
+    }
+}
+
+/// Joining and dropping a `Process` closes its descriptors at once; a child dropped while it
+/// runs stays registered (listed, reaped later) and its descriptors close once it is reaped.
+fn closes_descriptors_of_dropped_children() {
+    // The forkserver's own descriptors are opened once, before counting.
+    forkserver_pid();
+    for method in StartMethod::all() {
+        let before = fd_count();
+        let mut p = Process::new(cube, 2);
+        p.set_start_method(method);
+        assert_eq!(finish(p), 8);
+        assert_eq!(fd_count(), before, "{method}: descriptors left by a joined child");
+
+        let mut p = Process::new(sleep_ms, 60_000);
+        p.set_start_method(method);
+        p.start().expect("start");
+        let pid = p.pid().expect("started");
+        drop(p);
+        assert!(active_children().iter().any(|c| c.pid() == pid), "{method}: a dropped child is not listed");
+        // Running, so not reaped: its pid is still its own.
+        deliver(pid, libc::SIGKILL);
+        assert!(
+            wait_until(|| active_children().iter().all(|c| c.pid() != pid)),
+            "{method}: a dropped child that ended is still listed"
+        );
+        assert!(wait_dead(pid), "{method}: {pid} was not reaped: {:?}", stat(pid));
+        assert_eq!(fd_count(), before, "{method}: descriptors left by a dropped child");
     }
 }
 

@@ -108,3 +108,25 @@ pub fn kill(pid: u32) {
         std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("run kill");
     assert!(status.success(), "kill -KILL {pid}: {status}");
 }
+
+/// Sends signal `name` (`INT`, `TERM`, ...) to process `pid` and waits (at most [`SETTLE`])
+/// until it has been delivered or discarded, or the process has died: its effect is done.
+pub fn deliver(pid: u32, name: &str, number: u32) {
+    let status = std::process::Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
+    assert!(status.as_ref().is_ok_and(|s| s.success()), "kill -{name} {pid}: {status:?}");
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let zombie = text.lines().any(|l| l.starts_with("State:") && l.contains('Z'));
+        let pending = text.lines().any(|line| {
+            let mask = line.strip_prefix("SigPnd:").or_else(|| line.strip_prefix("ShdPnd:"));
+            mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & (1 << (number - 1)) != 0)
+        });
+        if text.is_empty() || zombie || !pending {
+            return;
+        }
+        assert!(Instant::now() < deadline, "signal {name} stays pending for {pid}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

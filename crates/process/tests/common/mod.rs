@@ -372,3 +372,64 @@ pub(crate) fn readable(fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bo
     assert!(n >= 0, "poll: {}", std::io::Error::last_os_error());
     n == 1
 }
+
+/// Whether `signal` is pending for `pid` (`SigPnd` or `ShdPnd` in `/proc/PID/status`); `false`
+/// once the process is gone.
+pub(crate) fn signal_pending(pid: i32, signal: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (signal - 1);
+    status.lines().any(|line| {
+        let mask = line.strip_prefix("SigPnd:").or_else(|| line.strip_prefix("ShdPnd:"));
+        mask.and_then(|m| u64::from_str_radix(m.trim(), 16).ok()).is_some_and(|m| m & bit != 0)
+    })
+}
+
+/// Whether `pid` ignores `signal` (`SigIgn` in `/proc/PID/status`).
+pub(crate) fn ignores_signal(pid: i32, signal: i32) -> bool {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let bit = 1u64 << (signal - 1);
+    status
+        .lines()
+        .filter_map(|line| line.strip_prefix("SigIgn:"))
+        .filter_map(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .any(|m| m & bit != 0)
+}
+
+/// Sends `signal` to `pid` and waits (at most [`SETTLE`]) until it has been delivered (or
+/// discarded because it is ignored), or the process has died (a zombie's signals stay
+/// pending): what it does to the process has been done by then.
+pub(crate) fn deliver(pid: i32, signal: i32) {
+    // SAFETY: kill only sends a signal; the callers pass processes they own and have not
+    // reaped, whose pids cannot have been reused.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill({pid}, {signal})");
+    assert!(
+        wait_until(|| is_dead(pid) || !signal_pending(pid, signal)),
+        "signal {signal} stays pending for {pid}"
+    );
+}
+
+/// Whether `/proc/PID/fd/N` is `/dev/null` (same device and inode).
+pub(crate) fn is_dev_null(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(path), fs::metadata("/dev/null")) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino() && a.rdev() == b.rdev(),
+        _ => false,
+    }
+}
+
+/// What a child finds on its standard input: whether it is `/dev/null`, and what reading it
+/// to the end gives.
+pub(crate) fn read_stdin(_: ()) -> (bool, Vec<u8>) {
+    let null = is_dev_null(Path::new("/proc/self/fd/0"));
+    let mut input = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut input);
+    (null, input)
+}
+
+/// The number of descriptors open in this process.
+pub(crate) fn fd_count() -> usize {
+    // The directory's own descriptor is counted each time alike.
+    fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+}
